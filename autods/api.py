@@ -1,0 +1,64 @@
+"""The Python API: ``submit`` a job to a running service, or ``build`` one on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autods.config import Settings
+from autods.pipeline.plan import JobOptions, create_job
+from autods.pipeline.runtime import Runtime, get_runtime, set_runtime
+from autods.pipeline.status import JobStatus, job_status
+from autods.progress import watch
+
+
+@dataclass
+class Job:
+    """A handle on a submitted job; its state lives in the database, not in this object."""
+
+    id: int
+    runtime: Runtime
+
+    def status(self) -> JobStatus:
+        return job_status(self.runtime, self.id)
+
+    def wait(self, progress: bool = False, timeout: float | None = None,
+             interval: float = 0.5) -> JobStatus:
+        """Block until the job succeeds or fails (or ``timeout`` seconds pass)."""
+        return watch(self.status, interval=interval, show=progress, timeout=timeout)
+
+
+def _as_list(sources: str | Sequence[str]) -> list[str]:
+    return [sources] if isinstance(sources, str) else list(sources)
+
+
+def submit(sources: str | Sequence[str], dataset: str, *, settings: Settings | None = None,
+           output_url: str | None = None, **options) -> Job:
+    """Record a job and enqueue its canvas on the configured broker; returns at once.
+
+    ``options`` override ``JobOptions`` (``embed``, ``lfs``, ``chunk_size``, ...).
+    """
+    from autods.db.session import upgrade
+    from autods.tasks.app import app, configure
+    from autods.tasks.canvas import dispatch
+
+    rt = Runtime(settings) if settings is not None else get_runtime()
+    if settings is not None:
+        configure(app, settings)
+        set_runtime(rt)
+    upgrade(rt.settings.database.url)
+    job_id = create_job(rt, _as_list(sources), dataset, JobOptions.from_settings(rt, **options),
+                        output_url=output_url)
+    dispatch(rt, job_id)
+    return Job(job_id, rt)
+
+
+def build(sources: str | Sequence[str], out: str | Path, *, dataset: str | None = None,
+          workers: int | None = None, progress: bool = False,
+          settings: Settings | None = None, **options) -> JobStatus:
+    """Run a whole job on this machine with no server: see ``autods.embedded``."""
+    from autods.embedded import run_embedded
+
+    return run_embedded(_as_list(sources), Path(out), dataset=dataset, workers=workers,
+                        progress=progress, base=settings, **options)

@@ -1,0 +1,165 @@
+"""``autods``: build on this machine, submit to a service, watch, and run workers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Build training-ready multimodal datasets.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(db_app, name="db")
+console = Console()
+
+Sources = Annotated[list[str], typer.Argument(help="Folders, URL/text lists, or s3:// prefixes.")]
+NoEmbed = Annotated[bool, typer.Option("--no-embed", help="Skip CLIP embeddings.")]
+Lfs = Annotated[str | None, typer.Option(help="Module with Snorkel labelling functions.")]
+ChunkSize = Annotated[int | None, typer.Option(help="Items per task.")]
+BatchSize = Annotated[int | None, typer.Option(help="Items per chord (one publish step).")]
+ShardSize = Annotated[int | None, typer.Option(help="Samples per shard.")]
+NearK = Annotated[int | None, typer.Option(help="pHash Hamming distance of a near duplicate.")]
+Resize = Annotated[int | None, typer.Option(help="Re-encode images larger than this side.")]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+
+
+def _options(no_embed: bool, lfs: str | None, chunk_size, batch_size, shard_size, near_k,
+             resize) -> dict:
+    opts = {"lfs": lfs, "chunk_size": chunk_size, "batch_size": batch_size,
+            "shard_size": shard_size, "near_k": near_k, "resize": resize}
+    if no_embed:
+        opts["embed"] = False
+    return opts
+
+
+@app.command()
+def build(
+    sources: Sources,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the dataset.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: folder name).")]
+    = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: cores).")]
+    = None,
+    no_embed: NoEmbed = False, lfs: Lfs = None, chunk_size: ChunkSize = None,
+    batch_size: BatchSize = None, shard_size: ShardSize = None, near_k: NearK = None,
+    resize: Resize = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the whole pipeline here, with no server: shards, manifests and an index in OUT."""
+    from autods.api import build as run_build
+    from autods.progress import summary_table
+
+    _logging(verbose)
+    try:
+        status = run_build(sources, out, dataset=dataset, workers=workers, progress=not quiet,
+                           **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,
+                                      resize))
+    except KeyboardInterrupt:
+        console.print("interrupted: run the same command again to resume")
+        raise typer.Exit(130) from None
+    console.print(summary_table(status))
+    if status.status != "succeeded":
+        console.print(f"[red]job failed:[/red] {status.error}")
+        raise typer.Exit(1)
+    console.print(f"dataset index: {Path(out) / 'index.json'}")
+
+
+@app.command()
+def submit(
+    sources: Sources,
+    dataset: Annotated[str, typer.Option(help="Dataset to add the samples to.")],
+    output_url: Annotated[str | None, typer.Option(help="Where the dataset's shards go.")]
+    = None,
+    wait: Annotated[bool, typer.Option(help="Wait and show progress.")] = False,
+    no_embed: NoEmbed = False, lfs: Lfs = None, chunk_size: ChunkSize = None,
+    batch_size: BatchSize = None, shard_size: ShardSize = None, near_k: NearK = None,
+    resize: Resize = None,
+) -> None:
+    """Enqueue a job on the configured broker (AUTODS_BROKER_URL) and print its id."""
+    from autods.api import submit as do_submit
+    from autods.progress import summary_table
+
+    _logging(False)
+    job = do_submit(sources, dataset, output_url=output_url,
+                    **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,
+                               resize))
+    console.print(f"job {job.id}")
+    if wait:
+        status = job.wait(progress=True)
+        console.print(summary_table(status))
+        if status.status != "succeeded":
+            raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    job_id: int,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Per-stage counts of a job, from the database."""
+    from autods.pipeline.runtime import get_runtime
+    from autods.pipeline.status import job_status
+    from autods.progress import summary_table
+
+    st = job_status(get_runtime(), job_id)
+    if as_json:
+        console.print_json(json.dumps(st.as_dict(), default=str))
+        return
+    console.print(summary_table(st))
+    console.print("stages: " + ", ".join(f"{k} {v}/{st.n_items}" for k, v in st.stages.items()))
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")]
+    = "ingest,preprocess,gpu,label,shard",
+    concurrency: Annotated[int | None, typer.Option(help="Processes (default: cores).")] = None,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Node name.")] = None,
+) -> None:
+    """Start a Celery worker on the given queues, with task events on (for Flower)."""
+    from autods.tasks.app import app as celery_app
+
+    name = hostname or f"{queues.split(',')[0]}@%h"
+    argv = ["worker", "-Q", queues, "-E", "-n", name, "--loglevel", loglevel]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Start the REST API (needs AUTODS_API_TOKEN; OpenAPI at /openapi.json, docs at /docs)."""
+    import uvicorn
+
+    from autods.rest import create_app
+
+    _logging(True)
+    uvicorn.run(create_app(), host=host, port=port, proxy_headers=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (idempotent)."""
+    from autods.db.session import upgrade
+    from autods.pipeline.runtime import get_runtime
+
+    upgrade(get_runtime().settings.database.url)
+    console.print("database schema is up to date")
+
+
+if __name__ == "__main__":
+    app()

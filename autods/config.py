@@ -1,0 +1,171 @@
+"""One settings object for every process: CLI, API, workers.
+
+Values come from ``AUTODS_*`` environment variables (``AUTODS_CLIP_MODEL``,
+``AUTODS_DATABASE_URL``, ``AUTODS_ALLOW_PRIVATE_NETWORKS`` ...): the first underscore after
+the prefix selects the section, so a worker started anywhere reads the same configuration
+as the process that submitted the job. Settings are passed down explicitly; ``core`` never
+imports this module's state.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseModel):
+    """Where jobs, assets, features and labels live (PostgreSQL in production)."""
+
+    url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/autods"
+    pool_size: int = 5
+
+
+class BrokerSettings(BaseModel):
+    """Celery broker and result backend; result keys expire so Redis memory stays bounded."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    result_expires_s: int = 86_400
+    key_prefix: str = ""
+    # A task taken by a worker that died without a trace (kill -9 of the whole worker,
+    # a lost node) goes back to its queue after this long; keep it above a chunk's time.
+    visibility_timeout_s: int = 3_600
+
+
+class StorageSettings(BaseModel):
+    """Object store for raw bytes and embeddings: ``file:///dir`` or ``s3://bucket/prefix``.
+
+    S3 credentials come from the standard AWS environment (``AWS_ACCESS_KEY_ID`` ...) or
+    from the two secret fields here; neither is ever logged.
+    """
+
+    url: str = "file://./autods-data"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+
+class FetchSettings(BaseModel):
+    """Bounds on what one input may cost: time, bytes, redirects, pixels."""
+
+    timeout_s: float = 10.0
+    max_bytes: int = 32 * 1024 * 1024
+    max_redirects: int = 5
+    threads: int = 16
+    max_pixels: int = 64_000_000
+    max_text_chars: int = 100_000
+    user_agent: str = "autods/0.1 (+https://github.com/autods/autods)"
+
+
+class DedupSettings(BaseModel):
+    """Near-duplicate rule: pHash Hamming distance <= near_k through k+1 exact-match bands."""
+
+    near_k: int = Field(default=4, ge=0, le=15)
+    near_enabled: bool = True
+
+
+class ClipSettings(BaseModel):
+    """open_clip model for the ``gpu`` queue.
+
+    ``pretrained`` is an open_clip tag or a local checkpoint path; empty means a randomly
+    initialised model (the only choice on machines that cannot download weights).
+    """
+
+    enabled: bool = True
+    model: str = "ViT-B-32"
+    pretrained: str = ""
+    device: str = "auto"
+    batch_size: int = 64
+    decode_threads: int = 2
+    torch_threads: int = 0
+
+
+class LabelSettings(BaseModel):
+    """Snorkel labelling: a user module of labelling functions, fitted per batch."""
+
+    lfs: str | None = None
+    builtin: bool = True
+    epochs: int = 200
+    seed: int = 0
+
+
+class ApiSettings(BaseModel):
+    """The REST API: a bearer token is required unless ``insecure_local`` says otherwise.
+
+    Sources named over the API may be S3 prefixes or URLs only: a local path would let a
+    caller read the server's files, unless ``allow_local_sources`` is set. Labelling
+    modules named over the API must be listed in ``lfs_allowed`` (they are code).
+    """
+
+    token: SecretStr | None = None
+    insecure_local: bool = False
+    allow_local_sources: bool = False
+    lfs_allowed: str = ""
+    events_dataset: str = "events"
+
+
+class PipelineSettings(BaseModel):
+    """How a job is cut: items per chunk (one task), per batch (one chord), per shard."""
+
+    chunk_size: int = 256
+    batch_size: int = 10_000
+    shard_size: int = 1_000
+    resize: int | None = None
+    # A batch whose chunks have not moved for this long is sent again (0 disables): a
+    # message can be lost outright when Redis dies between handing it to a worker and
+    # recording it as unacknowledged. Keep it above the longest chunk.
+    stall_timeout_s: int = 3_600
+    stall_check_interval_s: int = 60
+
+
+class WorkerSettings(BaseModel):
+    """What a worker process loads before its pool forks.
+
+    ``preload`` is ``auto`` (the heavy modules of the queues it consumes), ``none``, or a
+    comma-separated list of modules. The embedded run sets it from the job's options, so a
+    build without embeddings or labelling functions does not import torch or Snorkel.
+    """
+
+    preload: str = "auto"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read from ``AUTODS_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTODS_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+    )
+
+    allow_private_networks: bool = False
+    database: DatabaseSettings = DatabaseSettings()
+    broker: BrokerSettings = BrokerSettings()
+    storage: StorageSettings = StorageSettings()
+    fetch: FetchSettings = FetchSettings()
+    dedup: DedupSettings = DedupSettings()
+    clip: ClipSettings = ClipSettings()
+    label: LabelSettings = LabelSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    worker: WorkerSettings = WorkerSettings()
+    api: ApiSettings = ApiSettings()
+
+    def to_env(self) -> dict[str, str]:
+        """Render as ``AUTODS_*`` variables, so a child worker process sees exactly these."""
+        env = {"AUTODS_ALLOW_PRIVATE_NETWORKS": str(int(self.allow_private_networks))}
+        for section in type(self).model_fields:
+            value = getattr(self, section)
+            if not isinstance(value, BaseModel):
+                continue
+            for name in type(value).model_fields:
+                item = getattr(value, name)
+                if item is None:
+                    continue
+                if isinstance(item, SecretStr):
+                    item = item.get_secret_value()
+                if isinstance(item, bool):
+                    item = int(item)
+                env[f"AUTODS_{section.upper()}_{name.upper()}"] = str(item)
+        return env

@@ -1,0 +1,127 @@
+"""CLIP embeddings with open_clip, batched, decoding overlapped with inference.
+
+The model name, weights (an open_clip pretrained tag or a local checkpoint path) and device
+are configuration. With no weights configured the model is randomly initialised: the same
+loading and inference code runs, which is what machines without a model download can test.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from autods.core.hashing import flatten_alpha, to_grayscale
+
+log = logging.getLogger(__name__)
+
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
+def _require_open_clip():
+    try:
+        import open_clip
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "CLIP embeddings need the 'gpu' extra: pip install 'autods[gpu]'"
+        ) from exc
+    return open_clip, torch
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    """RGB for the model: transparency on white, 16-bit scaled, palettes expanded."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return to_grayscale(img).convert("RGB")
+    return flatten_alpha(img).convert("RGB")
+
+
+class ClipEmbedder:
+    """A loaded open_clip model and its preprocessing, reused for every chunk of a worker."""
+
+    def __init__(self, model: str, pretrained: str = "", device: str = "auto",
+                 batch_size: int = 64, decode_threads: int = 2, torch_threads: int = 0) -> None:
+        open_clip, torch = _require_open_clip()
+        open_clip.add_model_config(_CONFIG_DIR)
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        precision = "fp16" if self.device.startswith("cuda") else "fp32"
+        if not pretrained:
+            log.warning("no CLIP weights configured (AUTODS_CLIP_PRETRAINED): %s is randomly "
+                        "initialised, embeddings carry no meaning", model)
+            # Every worker process must draw the same random model, or vectors of one
+            # dataset would come from different models.
+            torch.manual_seed(0)
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=pretrained or None, precision=precision, device=self.device,
+        )
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.name = f"{model}:{pretrained or 'random-init'}"
+        self.batch_size = batch_size
+        self.decode_threads = max(1, decode_threads)
+        self._torch = torch
+        self._image_size = self.model.visual.image_size
+        self.dim = int(self.model.text_projection.shape[1]) if getattr(
+            self.model, "text_projection", None) is not None else None
+
+    def _prepare(self, data: bytes):
+        img = Image.open(io.BytesIO(data))
+        if img.format == "JPEG":
+            size = self._image_size if isinstance(self._image_size, tuple) else (
+                self._image_size, self._image_size)
+            img.draft("RGB", size)
+        return self.preprocess(_rgb(img))
+
+    def _batches(self, blobs: Sequence[bytes]) -> Iterator[list]:
+        """Decoded tensors batch by batch, the next batch decoding while one is inferred."""
+        starts = range(0, len(blobs), self.batch_size)
+        with ThreadPoolExecutor(self.decode_threads) as pool:
+            pending = None
+            for start in starts:
+                chunk = blobs[start : start + self.batch_size]
+                future = [pool.submit(self._prepare, b) for b in chunk]
+                if pending is not None:
+                    yield [f.result() for f in pending]
+                pending = future
+            if pending is not None:
+                yield [f.result() for f in pending]
+
+    def embed_images(self, blobs: Sequence[bytes]) -> np.ndarray:
+        """L2-normalised image embeddings as float16, one row per blob."""
+        torch = self._torch
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for tensors in self._batches(blobs):
+                batch = torch.stack(tensors).to(self.device)
+                if self.device.startswith("cuda"):
+                    batch = batch.half()
+                feats = self.model.encode_image(batch, normalize=True)
+                out.append(feats.float().cpu().numpy().astype(np.float16))
+        return np.concatenate(out) if out else np.zeros((0, self.dim or 0), np.float16)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised text embeddings (same space as images) as float16."""
+        torch = self._torch
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self.tokenizer(list(texts[start:start + self.batch_size])).to(self.device)
+                feats = self.model.encode_text(tokens, normalize=True)
+                out.append(feats.float().cpu().numpy().astype(np.float16))
+        return np.concatenate(out) if out else np.zeros((0, self.dim or 0), np.float16)
+
+
+def npy_bytes(vector: np.ndarray) -> bytes:
+    """One embedding as the bytes of a ``.npy`` file (the shard member format)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(vector), allow_pickle=False)
+    return buf.getvalue()

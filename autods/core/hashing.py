@@ -1,0 +1,93 @@
+"""Content hashes: sha256 for exact identity, pHash for perceptual similarity.
+
+pHash only needs a 32x32 grayscale thumbnail, so JPEGs are decoded at reduced size with
+Pillow's ``draft`` (the DCT scaler skips most of the work): that is the difference between
+hashing at the speed of decoding a full image and hashing several times faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+from autods.core.records import ImageFeatures, Reason, Rejected
+
+# pHash resizes to hash_size * highfreq_factor = 32 px; drafting to >= 64 px keeps the
+# thumbnail's detail while letting libjpeg scale by up to 1/8 while decoding.
+_DRAFT_SIZE = (64, 64)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def to_grayscale(img: Image.Image) -> Image.Image:
+    """Grayscale any mode faithfully: 16-bit rescaled, transparency flattened on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.uint32 if img.mode == "I" else np.uint16)
+        top = 65535 if img.mode != "I" else max(int(arr.max()), 1)
+        return Image.fromarray((arr.astype(np.float32) * (255.0 / top)).astype(np.uint8))
+    if img.mode == "F":
+        return img.convert("L")
+    return flatten_alpha(img).convert("L")
+
+
+def flatten_alpha(img: Image.Image) -> Image.Image:
+    """Transparent images composited on white (as viewers show them); others unchanged."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba)
+    return img
+
+
+def image_features(data: bytes) -> ImageFeatures:
+    """pHash and header facts of one image, decoding as little as the hash needs.
+
+    A truncated or otherwise undecodable image is rejected here, since this is the first
+    place its pixels are read.
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height, fmt, mode = img.width, img.height, img.format or "", img.mode
+        if fmt == "JPEG":
+            img.draft("L", _DRAFT_SIZE)
+        img.load()
+        gray = to_grayscale(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise Rejected(Reason.CORRUPT_IMAGE, str(exc)) from exc
+    digest = imagehash.phash(gray)
+    return ImageFeatures(
+        phash=phash_to_int(digest), width=width, height=height, format=fmt, mode=mode,
+        nbytes=len(data),
+    )
+
+
+def phash_to_int(digest: imagehash.ImageHash) -> int:
+    """The 64 hash bits as a signed 64-bit integer (what a BIGINT column stores)."""
+    value = int(str(digest), 16)
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def hamming(a: int, b: int) -> int:
+    return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
+
+
+def band_slices(k: int) -> list[tuple[int, int]]:
+    """Split 64 bits into k+1 contiguous bands: two hashes within distance k share a band.
+
+    By pigeonhole, k differing bits can touch at most k bands, so one of k+1 bands is equal.
+    """
+    n = k + 1
+    edges = [round(i * 64 / n) for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def bands(phash: int, k: int) -> list[int]:
+    """The band values of a hash, each tagged with its band's bits only."""
+    unsigned = phash & 0xFFFFFFFFFFFFFFFF
+    return [(unsigned >> lo) & ((1 << (hi - lo)) - 1) for lo, hi in band_slices(k)]

@@ -1,0 +1,144 @@
+"""The record contract: what flows between stages.
+
+Stages take and return these slotted dataclasses; nothing crosses a stage boundary as a
+loose dict. A rejected input is data (a status and a reason), not an exception: the only
+exceptions here are ``Rejected``, raised inside a stage and turned into a status at its
+boundary, and ``TransientError``, which a task retries with backoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Modality(StrEnum):
+    IMAGE = "image"
+    TEXT = "text"
+
+
+class ItemStatus(StrEnum):
+    """Lifecycle of one job input; the last four are final."""
+
+    PENDING = "pending"
+    INGESTED = "ingested"
+    FAILED = "failed"
+    PUBLISHED = "published"
+    EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+
+
+class Reason(StrEnum):
+    """Why an input was rejected or dropped; stored verbatim on the item row."""
+
+    NOT_FOUND = "not_found"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    TOO_LARGE = "too_large"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    BLOCKED_SCHEME = "blocked_scheme"
+    BLOCKED_PRIVATE_ADDRESS = "blocked_private_address"
+    UNRESOLVABLE_HOST = "unresolvable_host"
+    EMPTY = "empty"
+    NOT_AN_IMAGE = "not_an_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    FORMAT_MISMATCH = "format_mismatch"
+    CORRUPT_IMAGE = "corrupt_image"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    INVALID_UTF8 = "invalid_utf8"
+    TEXT_TOO_LONG = "text_too_long"
+    BAD_RECORD = "bad_record"
+    EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+
+
+class Rejected(Exception):  # noqa: N818 - a verdict on input, not an error in autods
+    """Bad input: never retried, recorded on the item with its reason."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
+        self.detail = detail
+
+
+class TransientError(Exception):
+    """A failure worth retrying (storage or network hiccup), never bad input."""
+
+
+@dataclass(slots=True)
+class SourceItem:
+    """One input as a source lists it, before anything is fetched.
+
+    ``text`` holds the record for text inputs (they arrive inline); ``caption_uri`` points
+    at a same-stem caption object that ingest reads (S3 sources).
+    """
+
+    ordinal: int
+    uri: str
+    modality: Modality = Modality.IMAGE
+    caption: str | None = None
+    caption_uri: str | None = None
+    text: str | None = None
+    license: str | None = None
+    source: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Fetched:
+    """Raw bytes of an input and what the server or file name declared them to be."""
+
+    data: bytes
+    content_type: str | None = None
+    declared_ext: str | None = None
+
+
+@dataclass(slots=True)
+class ImageInfo:
+    """What validation learned from an image's header."""
+
+    format: str
+    mode: str
+    width: int
+    height: int
+    ext: str
+    mime: str
+
+
+@dataclass(slots=True)
+class ImageFeatures:
+    """Per-asset features computed by preprocess."""
+
+    phash: int
+    width: int
+    height: int
+    format: str
+    mode: str
+    nbytes: int
+
+
+@dataclass(slots=True)
+class ShardSample:
+    """One sample to write: its key, member bytes by extension, and manifest fields."""
+
+    key: str
+    members: dict[str, bytes]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ShardInfo:
+    """What writing a shard produced, as recorded in the database and the index."""
+
+    name: str
+    count: int
+    nbytes: int
+    sha256: str
+    tar_key: str
+    manifest_json_key: str
+    manifest_parquet_key: str
+    modality: str
+    extensions: list[str] = field(default_factory=list)

@@ -1,0 +1,175 @@
+"""One machine, no server: the same Celery canvas on an embedded broker and worker pool.
+
+The broker is kombu's filesystem transport and results go to files, both under
+``OUT/.autods``; metadata is SQLite there too. A real ``celery worker`` with a prefork pool
+of every core consumes every queue, so the embedded run exercises the same tasks, chords
+and acknowledgements as a cluster. Running it again on the same sources and output folder
+resumes the unfinished job recorded there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from autods.config import Settings
+from autods.pipeline.plan import JobOptions, create_job, find_resumable
+from autods.pipeline.runtime import Runtime, set_runtime
+from autods.pipeline.status import JobStatus, job_status
+from autods.progress import watch
+from autods.tasks.routing import QUEUES
+
+log = logging.getLogger(__name__)
+
+
+def embedded_settings(out: Path, base: Settings | None = None, workers: int = 1) -> Settings:
+    """Settings that keep everything of the run inside ``out/.autods``."""
+    state = (out / ".autods").resolve()
+    settings = (base or Settings()).model_copy(deep=True)
+    settings.database.url = f"sqlite:///{state / 'autods.sqlite'}"
+    settings.storage.url = (state / "objects").as_uri()
+    settings.broker.url = "filesystem://localhost/"
+    settings.broker.result_backend = (state / "results").as_uri()
+    # The filesystem broker cannot lose a message the way Redis can, and an interrupted
+    # build resumes by sending its open batches again: no stall watchdog here.
+    settings.pipeline.stall_timeout_s = 0
+    if not settings.clip.torch_threads:
+        settings.clip.torch_threads = max(1, (os.cpu_count() or 1) // workers)
+    return settings
+
+
+class WorkerProcess:
+    """A ``celery worker`` child process on the given queues; stopped with a warm shutdown.
+
+    It runs the same command a deployment runs, with these settings as its environment.
+    """
+
+    def __init__(self, settings: Settings, concurrency: int, logfile: Path,
+                 queues: tuple[str, ...] = QUEUES, name: str | None = None) -> None:
+        self.settings, self.concurrency, self.logfile = settings, concurrency, logfile
+        self.queues = queues
+        self.name = name or f"embedded-{os.getpid()}@%h"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.settings.to_env()}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+        cmd = [sys.executable, "-m", "celery", "-A", "autods.tasks.app:app", "worker",
+               "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", "prefork",
+               "-n", self.name, "-E", "--without-gossip", "--without-mingle",
+               "--without-heartbeat", "--loglevel", "INFO"]
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.logfile.open("ab")
+        # Its own process group, so ``stop`` can end the pool children with it.
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Block until the worker logs that it consumes (for callers that must not race)."""
+        deadline = time.monotonic() + timeout
+        while "ready." not in self.logfile.read_text(errors="replace"):
+            if not self.alive() or time.monotonic() > deadline:
+                raise RuntimeError(self.logfile.read_text(errors="replace")[-3000:])
+            time.sleep(0.2)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = 60) -> None:
+        """Warm shutdown: running tasks finish, then the worker exits. Past ``grace_s`` the
+        worker and its pool are killed; unacknowledged tasks go back to their queue."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc is not None:
+            self._log.close()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to stop the worker (warm shutdown) if the CLI is killed, even by SIGKILL,
+    so an interrupted build never leaves a worker consuming behind the next run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _preloads(opts: JobOptions) -> str:
+    """Only the heavy modules this job's stages use: the embedded worker consumes every
+    queue, and preloading torch for a ``--no-embed`` build costs seconds for nothing."""
+    from autods.tasks.app import PRELOADS
+
+    modules = [*PRELOADS["preprocess"], "pyarrow.parquet", "pandas"]
+    if opts.embed:
+        modules += PRELOADS["gpu"]
+    if opts.lfs:
+        modules += PRELOADS["label"]
+    return ",".join(modules)
+
+
+def _reset_broker(settings: Settings) -> None:
+    """Drop messages and results of an interrupted run; its state is in the database."""
+    state = Path(settings.database.url.removeprefix("sqlite:///")).parent
+    for sub in ("broker", "results"):
+        shutil.rmtree(state / sub, ignore_errors=True)
+
+
+def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
+                 workers: int | None = None, progress: bool = False,
+                 base: Settings | None = None, **options) -> JobStatus:
+    """Build (or resume building) a dataset from ``sources`` into ``out``."""
+    from autods.db.session import upgrade
+
+    workers = workers or os.cpu_count() or 1
+    out.mkdir(parents=True, exist_ok=True)
+    settings = embedded_settings(out, base, workers)
+    _reset_broker(settings)
+    os.environ.update(settings.to_env())
+    rt = Runtime(settings)
+    set_runtime(rt)
+    from autods.tasks.app import app, configure
+    from autods.tasks.canvas import dispatch
+
+    configure(app, settings)
+    opts = JobOptions.from_settings(rt, **options)
+    settings.worker.preload = _preloads(opts)
+    # The worker imports and forks its pool while the job is planned.
+    with WorkerProcess(settings, workers, out / ".autods" / "worker.log") as worker:
+        upgrade(settings.database.url)
+        name = dataset or out.resolve().name
+        job_id = find_resumable(rt, sources, name, opts)
+        if job_id is None:
+            job_id = create_job(rt, sources, name, opts, output_url=out.resolve().as_uri())
+        else:
+            log.info("resuming job %d", job_id)
+        dispatch(rt, job_id)
+
+        def poll() -> JobStatus:
+            if not worker.alive():
+                raise RuntimeError(f"embedded worker exited; see {worker.logfile}")
+            return job_status(rt, job_id)
+
+        status = watch(poll, show=progress)
+        # Nothing is left to run once the job is done, and its state is in the database:
+        # do not wait seconds for the pool's warm shutdown.
+        worker.stop(grace_s=0.25 if status.done else 60)
+        return status

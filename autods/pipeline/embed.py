@@ -1,0 +1,58 @@
+"""Embed: CLIP vectors for a chunk's new assets, one ``.npy`` matrix per chunk and modality."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from sqlalchemy import select, update
+
+from autods.db.models import Asset, Chunk, Feature, Item, Job, utcnow
+from autods.db.session import session_scope
+from autods.db.upsert import insert_ignore
+from autods.pipeline.runtime import Runtime
+
+
+def embed_chunk(rt: Runtime, job_id: int, chunk_no: int) -> dict[str, int]:
+    """Embed assets of the chunk that have no embedding yet; rows refer to the matrix."""
+    with session_scope(rt.engine) as db:
+        chunk = db.scalar(select(Chunk).where(Chunk.job_id == job_id, Chunk.chunk_no == chunk_no))
+        if chunk.embedded_at is not None:
+            return {"skipped": chunk.n_items}
+        dataset_id = db.scalar(select(Job.dataset_id).where(Job.id == job_id))
+        todo = db.execute(
+            select(Asset.id, Asset.modality, Asset.storage_key).distinct()
+            .join(Item, Item.asset_id == Asset.id)
+            .outerjoin(Feature, Feature.asset_id == Asset.id)
+            .where(Item.job_id == job_id, Item.chunk_no == chunk_no, Item.status == "ingested",
+                   Feature.embedding_key.is_(None))
+            .order_by(Asset.id)
+        ).all()
+
+    store = rt.store()
+    updates: list[dict] = []
+    for modality in ("image", "text"):
+        assets = [(a, key) for a, m, key in todo if m == modality]
+        if not assets:
+            continue
+        blobs = [store.get(key) for _, key in assets]
+        embedder = rt.embedder
+        if modality == "image":
+            matrix = embedder.embed_images(blobs)
+        else:
+            matrix = embedder.embed_texts([b.decode("utf-8") for b in blobs])
+        key = f"embeddings/{dataset_id}/{job_id}/{chunk_no:06d}-{modality}.npy"
+        buf = io.BytesIO()
+        np.save(buf, matrix, allow_pickle=False)
+        store.put(key, buf.getvalue())
+        updates += [{"asset_id": a, "embedding_key": key, "embedding_row": row,
+                     "embedding_model": embedder.name} for row, (a, _) in enumerate(assets)]
+
+    with session_scope(rt.engine) as db:
+        insert_ignore(db, Feature, [{"asset_id": u["asset_id"]} for u in updates],
+                      conflict=("asset_id",))
+        if updates:
+            db.execute(update(Feature), updates)
+        db.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.chunk_no == chunk_no)
+                   .values(embedded_at=utcnow()))
+    return {"embedded": len(updates)}

@@ -1,0 +1,157 @@
+"""Turning sources into a job: items in input order, cut into chunks and batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from autods.core.records import SourceItem
+from autods.core.sources import iter_source
+from autods.core.validate import clean_caption
+from autods.db.models import Batch, Chunk, Dataset, Item, Job, utcnow
+from autods.db.session import session_scope
+from autods.pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What decides a job's output; two runs with equal options build the same dataset."""
+
+    embed: bool = True
+    lfs: str | None = None
+    chunk_size: int = 256
+    batch_size: int = 10_000
+    shard_size: int = 1_000
+    near_k: int = 4
+    near_enabled: bool = True
+    resize: int | None = None
+
+    @classmethod
+    def from_settings(cls, rt: Runtime, **overrides) -> JobOptions:
+        s = rt.settings
+        base = cls(embed=s.clip.enabled, lfs=s.label.lfs, chunk_size=s.pipeline.chunk_size,
+                   batch_size=s.pipeline.batch_size, shard_size=s.pipeline.shard_size,
+                   near_k=s.dedup.near_k, near_enabled=s.dedup.near_enabled,
+                   resize=s.pipeline.resize)
+        return cls(**{**asdict(base), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def normalise_source(spec: str) -> str:
+    """Local paths become absolute, so a worker elsewhere on the machine finds them."""
+    if "://" in spec:
+        return spec
+    return str(Path(spec).resolve())
+
+
+def fingerprint(sources: list[str], dataset: str, options: JobOptions) -> str:
+    payload = json.dumps([sources, dataset, asdict(options)], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def find_resumable(rt: Runtime, sources: list[str], dataset: str, options: JobOptions
+                   ) -> int | None:
+    """The newest unfinished job with the same sources, dataset and options, if any."""
+    fp = fingerprint([normalise_source(s) for s in sources], dataset, options)
+    with session_scope(rt.engine) as db:
+        return db.scalar(
+            select(Job.id).where(Job.fingerprint == fp, Job.status.in_(("pending", "running")))
+            .order_by(Job.id.desc()).limit(1)
+        )
+
+
+def create_job(rt: Runtime, sources: list[str], dataset: str, options: JobOptions,
+               output_url: str | None = None, items: Iterable[SourceItem] | None = None) -> int:
+    """Record a job and all its items; returns the job id.
+
+    Items are listed here, in the submitting process, because only it can read a local URL
+    list; workers receive chunk numbers and read items from the database. ``items`` gives
+    the inputs directly (S3 events); ``sources`` then only describes them.
+    """
+    sources = [normalise_source(s) for s in sources]
+    with session_scope(rt.engine) as db:
+        ds = db.scalar(select(Dataset).where(Dataset.name == dataset))
+        if ds is None:
+            out = output_url or f"{rt.settings.storage.url.rstrip('/')}/datasets/{dataset}"
+            ds = Dataset(name=dataset, output_url=out, near_k=options.near_k)
+            db.add(ds)
+            db.flush()
+        job = Job(dataset_id=ds.id, status="pending", sources=sources, params=asdict(options),
+                  fingerprint=fingerprint(sources, dataset, options))
+        db.add(job)
+        db.flush()
+        job_id = job.id
+        if options.near_k != ds.near_k:
+            log.warning("dataset %s indexes pHash bands for k=%d; using it instead of k=%d",
+                        dataset, ds.near_k, options.near_k)
+
+    n_items = _insert_items(rt, job_id, items if items is not None else _listed(rt, sources),
+                            options.chunk_size)
+    n_chunks = -(-n_items // options.chunk_size)
+    chunks_per_batch = max(1, options.batch_size // options.chunk_size)
+    n_batches = -(-n_chunks // chunks_per_batch)
+    with session_scope(rt.engine) as db:
+        for chunk_no in range(n_chunks):
+            first = chunk_no * options.chunk_size
+            db.add(Chunk(job_id=job_id, chunk_no=chunk_no, batch_no=chunk_no // chunks_per_batch,
+                         first_ordinal=first, n_items=min(options.chunk_size, n_items - first)))
+        for batch_no in range(n_batches):
+            size = min(chunks_per_batch, n_chunks - batch_no * chunks_per_batch)
+            db.add(Batch(job_id=job_id, batch_no=batch_no, n_chunks=size))
+        job = db.get(Job, job_id)
+        job.n_items, job.n_chunks, job.n_batches = n_items, n_chunks, n_batches
+        job.status = "running"
+        job.started_at = utcnow()
+    log.info("job %d: %d items, %d chunks, %d batches", job_id, n_items, n_chunks, n_batches)
+    return job_id
+
+
+def _listed(rt: Runtime, sources: list[str]) -> Iterator[SourceItem]:
+    """Every source's items in order, ordinals continuing from one source to the next."""
+    ordinal = 0
+    for spec in sources:
+        client = rt.s3 if spec.startswith("s3://") else None
+        for item in iter_source(spec, start_ordinal=ordinal, s3_client=client):
+            ordinal = item.ordinal + 1
+            yield item
+
+
+def _insert_items(rt: Runtime, job_id: int, items: Iterable[SourceItem], chunk_size: int) -> int:
+    """Stream items into the database in bulk; returns how many there were."""
+    count = 0
+    rows: list[dict] = []
+    with session_scope(rt.engine) as db:
+        for item in items:
+            rows.append(_without_nul({
+                "job_id": job_id, "ordinal": item.ordinal,
+                "chunk_no": item.ordinal // chunk_size, "modality": item.modality.value,
+                "uri": item.uri, "caption": clean_caption(item.caption),
+                "caption_uri": item.caption_uri, "text": item.text, "license": item.license,
+                "source": item.source, "meta": item.meta, "status": "pending",
+                "reason": item.error,
+            }))
+            count = item.ordinal + 1
+            if len(rows) >= 5000:
+                db.execute(Item.__table__.insert(), rows)
+                rows.clear()
+        if rows:
+            db.execute(Item.__table__.insert(), rows)
+    return count
+
+
+def _without_nul(value):
+    """PostgreSQL text cannot hold NUL; inputs may. Drop it everywhere before storing."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value

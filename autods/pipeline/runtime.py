@@ -1,0 +1,85 @@
+"""Per-process resources that stages share: settings, database engine, stores, models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Engine
+
+from autods.config import Settings
+from autods.core.storage import ObjectStore, open_store, s3_client
+from autods.db.session import engine_for
+
+
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+@dataclass
+class Runtime:
+    """Lazily built, reused across tasks in one worker process (never shared across forks)."""
+
+    settings: Settings
+    _stores: dict[str, ObjectStore] = field(default_factory=dict)
+    _label_specs: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return engine_for(self.settings.database.url, self.settings.database.pool_size)
+
+    @cached_property
+    def s3(self):
+        st = self.settings.storage
+        return s3_client(st.endpoint_url, st.region, _secret(st.access_key_id),
+                         _secret(st.secret_access_key))
+
+    def store(self, url: str | None = None) -> ObjectStore:
+        """The object store (default) or a dataset's output location, by URL."""
+        url = url or self.settings.storage.url
+        if url not in self._stores:
+            st = self.settings.storage
+            self._stores[url] = open_store(url, st.endpoint_url, st.region,
+                                           _secret(st.access_key_id),
+                                           _secret(st.secret_access_key))
+        return self._stores[url]
+
+    @cached_property
+    def fetcher(self):
+        from autods.core.fetch import Fetcher
+
+        return Fetcher(self.settings.fetch, self.settings.allow_private_networks,
+                       s3_client_factory=lambda: self.s3)
+
+    @cached_property
+    def embedder(self):
+        from autods.core.embed import ClipEmbedder
+
+        clip = self.settings.clip
+        return ClipEmbedder(clip.model, clip.pretrained, clip.device, clip.batch_size,
+                            clip.decode_threads, clip.torch_threads)
+
+    def label_spec(self, module: str):
+        from autods.core.label import load_spec
+
+        if module not in self._label_specs:
+            self._label_specs[module] = load_spec(module, self.settings.label.builtin)
+        return self._label_specs[module]
+
+
+_RUNTIME: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, read from ``AUTODS_*`` once."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        _RUNTIME = Runtime(Settings())
+    return _RUNTIME
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Install a runtime (tests, the embedded runner) or drop the cached one."""
+    global _RUNTIME
+    _RUNTIME = runtime

@@ -1,0 +1,74 @@
+"""What a person watching a job sees: a progress bar per stage and a closing summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autods.pipeline.status import JobStatus
+
+
+def stages_of(status: JobStatus) -> list[str]:
+    names = ["ingest", "preprocess"]
+    if status.params.get("embed"):
+        names.append("embed")
+    if status.params.get("lfs"):
+        names.append("label")
+    return [*names, "dedup", "shard"]
+
+
+def watch(poll: Callable[[], JobStatus], interval: float = 0.5, show: bool = True,
+          timeout: float | None = None, console: Console | None = None) -> JobStatus:
+    """Poll until the job is done (or ``timeout`` passes), drawing bars when ``show``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    status = poll()
+    if not show:
+        while not status.done and (deadline is None or time.monotonic() < deadline):
+            time.sleep(interval)
+            status = poll()
+        return status
+    columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console or Console(stderr=True)) as bars:
+        tasks = {name: bars.add_task(name, total=status.n_items) for name in stages_of(status)}
+        while True:
+            published = status.statuses.get("published", 0)
+            for name, task in tasks.items():
+                total = published if name == "shard" and status.stages["dedup"] >= status.n_items \
+                    else status.n_items
+                bars.update(task, completed=status.stages.get(name, 0), total=total)
+            if status.done or (deadline is not None and time.monotonic() >= deadline):
+                return status
+            time.sleep(interval)
+            status = poll()
+
+
+def summary_table(status: JobStatus) -> Table:
+    """The end-of-job table: counts by outcome, reasons, shards and throughput."""
+    table = Table(title=f"job {status.job_id} · dataset {status.dataset} · {status.status}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    s = status.statuses
+    failed = s.get("failed", 0)
+    rows = [
+        ("inputs", status.n_items),
+        ("published samples", s.get("published", 0)),
+        ("exact duplicates", s.get("exact_duplicate", 0)),
+        ("near duplicates", s.get("near_duplicate", 0)),
+        ("rejected", failed),
+    ]
+    rows += [(f"  {reason}", n) for reason, n in sorted(status.reasons.items())
+             if reason not in ("exact_duplicate", "near_duplicate")]
+    if status.params.get("lfs"):
+        rows.append(("labelled", status.labelled))
+    rows += [("shards written", status.shards), ("shard bytes", status.shard_bytes)]
+    if status.elapsed_s:
+        rows.append(("inputs / second", f"{status.n_items / status.elapsed_s:.1f}"))
+        rows.append(("elapsed (s)", f"{status.elapsed_s:.1f}"))
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table

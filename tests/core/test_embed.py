@@ -1,0 +1,55 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autods.core.embed import ClipEmbedder, npy_bytes
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return ClipEmbedder("autods-tiny-vit", pretrained="", device="cpu", batch_size=3)
+
+
+def _png(mode: str, color) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (40, 30), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_images_of_any_mode_embed_to_unit_vectors(embedder):
+    blobs = [_png("RGBA", (255, 0, 0, 100)), _png("L", 80), _png("P", 3), _png("RGB", (0, 9, 9)),
+             _png("LA", (10, 200))]
+    vectors = embedder.embed_images(blobs)
+    assert vectors.shape == (5, 64) and vectors.dtype == np.float16
+    assert np.allclose(np.linalg.norm(vectors.astype(np.float32), axis=1), 1.0, atol=1e-2)
+
+
+def test_batching_does_not_change_results(embedder):
+    blobs = [_png("RGB", (i * 20, 0, 255 - i * 20)) for i in range(7)]
+    one_by_one = np.concatenate([embedder.embed_images([b]) for b in blobs])
+    assert np.allclose(embedder.embed_images(blobs), one_by_one, atol=2e-3)
+
+
+def test_texts_share_the_image_space(embedder):
+    vectors = embedder.embed_texts(["a red circle", "a blue square"])
+    assert vectors.shape == (2, 64)
+    assert not np.allclose(vectors[0], vectors[1])
+
+
+def test_pretrained_checkpoint_path_is_loaded(tmp_path):
+    import torch
+
+    source = ClipEmbedder("autods-tiny-vit", device="cpu")
+    path = tmp_path / "tiny.pt"
+    torch.save(source.model.state_dict(), path)
+    loaded = ClipEmbedder("autods-tiny-vit", pretrained=str(path), device="cpu")
+    blob = [_png("RGB", (1, 2, 3))]
+    assert np.allclose(loaded.embed_images(blob), source.embed_images(blob))
+    assert loaded.name.endswith(str(path))
+
+
+def test_npy_member_round_trips():
+    vec = np.arange(4, dtype=np.float16)
+    assert np.array_equal(np.load(io.BytesIO(npy_bytes(vec))), vec)

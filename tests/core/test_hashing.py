@@ -1,0 +1,105 @@
+import io
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from autods.core.hashing import (
+    band_slices,
+    bands,
+    hamming,
+    image_features,
+    phash_to_int,
+    sha256_hex,
+    to_grayscale,
+)
+from autods.core.records import Reason, Rejected
+
+
+def _picture(seed: int, size=(256, 256)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = (int(v) for v in rng.integers(0, size[0] // 2, 2))
+        draw.ellipse([x0, y0, x0 + size[0] // 3, y0 + size[1] // 3],
+                     fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return img
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_sha256_matches_hashlib_vector():
+    assert sha256_hex(b"abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+
+
+def test_draft_decoded_phash_stays_close_to_full_decode():
+    for seed in range(10):
+        data = _encode(_picture(seed, (512, 512)), "JPEG", quality=90)
+        full = phash_to_int(imagehash.phash(Image.open(io.BytesIO(data))))
+        assert hamming(image_features(data).phash, full) <= 4
+
+
+def test_features_report_header_facts():
+    data = _encode(_picture(1, (300, 200)), "PNG")
+    f = image_features(data)
+    assert (f.width, f.height, f.format, f.mode, f.nbytes) == (300, 200, "PNG", "RGB", len(data))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "CMYK", "P", "I;16"])
+def test_every_mode_hashes_like_its_rgb_rendering(mode):
+    rgb = _picture(3)
+    if mode == "I;16":
+        arr = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+        img = Image.fromarray(arr)
+    else:
+        img = rgb.convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    got = image_features(_encode(img, fmt)).phash
+    ref = phash_to_int(imagehash.phash(rgb.convert("L")))
+    assert hamming(got, ref) <= 6
+
+
+def test_sixteen_bit_is_rescaled_not_clipped():
+    arr = np.full((8, 8), 30000, dtype=np.uint16)
+    gray = to_grayscale(Image.fromarray(arr))
+    assert gray.getpixel((0, 0)) == 116
+
+
+def test_transparency_is_flattened_on_white():
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert to_grayscale(img).getpixel((0, 0)) == 255
+
+
+def test_truncated_jpeg_is_rejected_as_corrupt():
+    data = _encode(_picture(5, (512, 512)), "JPEG")
+    with pytest.raises(Rejected) as err:
+        image_features(data[: len(data) // 2])
+    assert err.value.reason == Reason.CORRUPT_IMAGE
+
+
+@pytest.mark.parametrize("k", [0, 1, 4, 7, 15])
+def test_bands_cover_64_bits_and_near_pairs_share_one(k):
+    slices = band_slices(k)
+    assert slices[0][0] == 0 and slices[-1][1] == 64 and len(slices) == k + 1
+    rng = np.random.default_rng(k)
+    for _ in range(200):
+        a = int(rng.integers(-(2**63), 2**63 - 1))
+        flips = rng.choice(64, size=k, replace=False) if k else []
+        b = a
+        for bit in flips:
+            b ^= 1 << int(bit)
+        b = b - (1 << 64) if b >= (1 << 63) else b
+        assert hamming(a, b) == k
+        assert any(x == y for x, y in zip(bands(a, k), bands(b, k), strict=True))
+
+
+def test_phash_int_is_signed_64_bit():
+    assert phash_to_int(imagehash.hex_to_hash("ffffffffffffffff")) == -1
+    assert phash_to_int(imagehash.hex_to_hash("0000000000000001")) == 1

@@ -1,0 +1,37 @@
+import boto3
+import pytest
+
+from autods.core.storage import LocalStore, S3Store, check_key, open_store
+
+
+@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../b", "a//b", "", "-x"])
+def test_keys_that_could_escape_the_root_are_refused(key):
+    with pytest.raises(ValueError):
+        check_key(key)
+
+
+def test_local_store_round_trip_and_listing(tmp_path):
+    store = open_store(tmp_path.as_uri())
+    assert isinstance(store, LocalStore)
+    store.put("raw/ab/abc.jpg", b"bytes")
+    src = tmp_path / "tmpfile"
+    src.write_bytes(b"shard")
+    store.put_file("shards/s.tar", src)
+    assert store.get("raw/ab/abc.jpg") == b"bytes" and store.exists("shards/s.tar")
+    assert not src.exists()
+    assert store.list("") == ["raw/ab/abc.jpg", "shards/s.tar"]
+
+
+def test_s3_store_against_a_real_s3_server(s3_endpoint, tmp_path):
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="store-test")
+    store = open_store("s3://store-test/prefix", endpoint_url=s3_endpoint)
+    assert isinstance(store, S3Store)
+    store.put("raw/x.bin", b"123")
+    src = tmp_path / "f"
+    src.write_bytes(b"abc")
+    store.put_file("shards/a.tar", src)
+    assert store.get("raw/x.bin") == b"123" and store.exists("shards/a.tar")
+    assert not store.exists("missing")
+    assert store.list("") == ["raw/x.bin", "shards/a.tar"]
+    assert client.get_object(Bucket="store-test", Key="prefix/raw/x.bin")["Body"].read() == b"123"

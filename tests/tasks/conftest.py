@@ -1,0 +1,64 @@
+"""A local runtime (SQLite, folder store, tiny CLIP) and the Celery app pointed at memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autods.config import Settings
+from autods.db.session import upgrade
+from autods.pipeline.runtime import Runtime, set_runtime
+
+
+def local_settings(root: Path, **clip) -> Settings:
+    settings = Settings()
+    settings.database.url = f"sqlite:///{root / 'meta.sqlite'}"
+    settings.storage.url = (root / "objects").as_uri()
+    settings.broker.url = "memory://localhost/"
+    settings.broker.result_backend = "cache+memory://"
+    settings.clip.model = "autods-tiny-vit"
+    settings.clip.device = "cpu"
+    settings.clip.torch_threads = 1
+    settings.pipeline.chunk_size = 4
+    settings.pipeline.batch_size = 8
+    settings.pipeline.shard_size = 5
+    return settings
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    from autods.tasks.app import app, configure
+
+    settings = local_settings(tmp_path)
+    upgrade(settings.database.url)
+    rt = Runtime(settings)
+    set_runtime(rt)
+    configure(app, settings)
+    yield rt
+    set_runtime(None)
+
+
+@pytest.fixture
+def eager(runtime: Runtime) -> Iterator[Runtime]:
+    from autods.tasks.app import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield runtime
+    app.conf.task_always_eager = False
+    app.conf.task_eager_propagates = False
+
+
+@pytest.fixture
+def memory_worker(runtime: Runtime):
+    """A real worker (thread pool) consuming every queue of the in-memory broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from autods.tasks.app import app
+    from autods.tasks.routing import QUEUES
+
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                      queues=list(QUEUES), shutdown_timeout=30) as worker:
+        yield worker

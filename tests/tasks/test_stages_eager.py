@@ -1,0 +1,137 @@
+"""Single tasks in eager mode: each stage's effect on the database and the store."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+from sqlalchemy import func, select
+
+from autods.db.models import Asset, Chunk, Feature, Item, LfVote, PhashBand, Shard
+from autods.db.session import session_scope
+from autods.pipeline.plan import JobOptions, create_job
+from autods.tasks import stages
+from tests.datagen import image_folder
+
+
+def _items(rt, job_id):
+    with session_scope(rt.engine) as db:
+        return {i.uri.rsplit("/", 1)[1]: i for i in db.scalars(
+            select(Item).where(Item.job_id == job_id))}
+
+
+def test_ingest_chunk_stores_each_content_once_and_records_reasons(eager, tmp_path):
+    exp = image_folder(tmp_path / "in", n_unique=3, n_exact=1, bad=True)
+    job = create_job(eager, [str(tmp_path / "in")], "d", JobOptions(chunk_size=16, embed=False))
+
+    result = stages.ingest_chunk.delay(job, 0).get()
+
+    assert result == {"ingested": 5, "failed": 2}  # the truncated JPEG fails later
+    items = _items(eager, job)
+    assert items["zz_html.jpg"].reason == "not_an_image"
+    assert items["zz_empty.png"].reason == "empty"
+    assert items["img_00000_zcopy.jpg"].asset_id == items["img_00000.jpg"].asset_id
+    with session_scope(eager.engine) as db:
+        shas = set(db.scalars(select(Asset.sha256)))
+    assert set(exp.unique) <= shas and len(shas) == 4  # 3 unique + the truncated JPEG
+    for sha in exp.unique:
+        data = eager.store().get(f"raw/{sha[:2]}/{sha}.jpg")
+        assert hashlib.sha256(data).hexdigest() == sha
+
+
+def test_redelivered_chunk_is_skipped(eager, tmp_path):
+    image_folder(tmp_path / "in", n_unique=2)
+    job = create_job(eager, [str(tmp_path / "in")], "d", JobOptions(chunk_size=16, embed=False))
+    stages.ingest_chunk.delay(job, 0).get()
+    assert stages.ingest_chunk.delay(job, 0).get() == {"skipped": 2}
+    with session_scope(eager.engine) as db:
+        assert db.scalar(select(func.count()).select_from(Asset)) == 2
+
+
+def test_preprocess_hashes_assets_and_fails_undecodable_ones(eager, tmp_path):
+    image_folder(tmp_path / "in", n_unique=3, bad=True)
+    job = create_job(eager, [str(tmp_path / "in")], "d", JobOptions(chunk_size=16, embed=False))
+    stages.ingest_chunk.delay(job, 0).get()
+
+    stages.preprocess_chunk.delay(job, 0).get()
+
+    items = _items(eager, job)
+    assert items["zz_truncated.jpg"].status == "failed"
+    assert items["zz_truncated.jpg"].reason == "corrupt_image"
+    with session_scope(eager.engine) as db:
+        feats = db.scalars(select(Feature).where(Feature.phash.is_not(None))).all()
+        assert len(feats) == 3 and {(f.width, f.height, f.format) for f in feats} == {
+            (96, 96, "JPEG")}
+        assert db.scalar(select(func.count()).select_from(PhashBand)) == 3 * 5
+        assert db.scalar(select(Chunk.preprocessed_at).where(Chunk.job_id == job)) is not None
+
+
+def test_embed_and_label_stages_write_vectors_and_votes(eager, tmp_path, monkeypatch):
+    (tmp_path / "lfmod").mkdir()
+    (tmp_path / "lfmod" / "eager_lfs.py").write_text(
+        "from snorkel.labeling import labeling_function\nLABELS = ['picture', 'other']\n"
+        "@labeling_function()\ndef lf_small(x):\n"
+        "    return 1 if x.width and x.width < 50 else -1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lfmod"))
+    image_folder(tmp_path / "in", n_unique=3)
+    job = create_job(eager, [str(tmp_path / "in")], "d",
+                     JobOptions(chunk_size=16, embed=True, lfs="eager_lfs"))
+    stages.ingest_chunk.delay(job, 0).get()
+    stages.preprocess_chunk.delay(job, 0).get()
+
+    assert stages.embed_chunk.delay(job, 0).get() == {"embedded": 3}
+    assert stages.label_chunk.delay(job, 0, "eager_lfs").get() == {"voted": 3}
+
+    with session_scope(eager.engine) as db:
+        feats = db.scalars(select(Feature)).all()
+        votes = db.scalars(select(LfVote.votes)).all()
+    assert {f.embedding_row for f in feats} == {0, 1, 2}
+    assert all(f.embedding_model == "autods-tiny-vit:random-init" for f in feats)
+    matrix = np.load(io.BytesIO(eager.store().get(feats[0].embedding_key)))
+    assert matrix.shape == (3, 64)
+    # columns: lf_small (96 px: abstains), builtin "picture" (captions say it), builtin "other"
+    assert sorted(votes) == [[-1, 0, -1]] * 3
+
+
+def test_publish_batch_writes_shards_with_duplicates_dropped(eager, tmp_path):
+    exp = image_folder(tmp_path / "in", n_unique=6, n_exact=1, n_near=1)
+    job = create_job(eager, [str(tmp_path / "in")], "d",
+                     JobOptions(chunk_size=4, batch_size=8, shard_size=4, embed=False))
+    for chunk in range(2):
+        stages.ingest_chunk.delay(job, chunk).get()
+        stages.preprocess_chunk.delay(job, chunk).get()
+
+    written = stages.publish_batch.apply(kwargs={"job_id": job, "batch_no": 0}).get()
+
+    assert written == ["shard-000000", "shard-000001"]
+    items = _items(eager, job)
+    assert items["img_00000_zcopy.jpg"].status == "exact_duplicate"
+    assert items["img_00000_zcopy.jpg"].duplicate_of == items["img_00000.jpg"].id
+    near = items["img_00005_znear.jpg"]
+    assert near.status == "near_duplicate" and near.duplicate_of == items["img_00005.jpg"].id
+    assert near.dedup_rule.startswith("phash_hamming=")
+    with session_scope(eager.engine) as db:
+        shards = db.scalars(select(Shard).order_by(Shard.name)).all()
+    assert [s.count for s in shards] == [4, 2] and all(s.complete for s in shards)
+    assert sum(s.count for s in shards) == len(exp.unique)
+
+
+def test_private_and_loopback_urls_are_refused_without_a_request(eager, tmp_path, monkeypatch):
+    import socket
+
+    urls = ["http://127.0.0.1:9/a.jpg", "http://10.0.0.1/a.jpg", "http://192.168.1.1/a.jpg",
+            "http://169.254.169.254/latest/meta-data/", "http://[::1]/a.jpg",
+            "http://localhost/a.jpg", "http://0.0.0.0/a.jpg"]
+    (tmp_path / "urls.txt").write_text("\n".join(urls))
+    eager.settings.allow_private_networks = False
+    connects = []
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(socket.socket, "connect",
+                        lambda self, addr: connects.append(addr) or real_connect(self, addr))
+    job = create_job(eager, [str(tmp_path / "urls.txt")], "d", JobOptions(embed=False))
+
+    assert stages.ingest_chunk.delay(job, 0).get() == {"ingested": 0, "failed": len(urls)}
+
+    assert {i.reason for i in _items(eager, job).values()} == {"blocked_private_address"}
+    assert connects == []

@@ -1,0 +1,185 @@
+"""``autods build`` on the bundled sample, as a user runs it: shards every reader loads,
+duplicates and rejects with reasons, labels, and a resumed run equal to an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample"
+ENV = {"AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_PIPELINE_CHUNK_SIZE": "8",
+       "AUTODS_PIPELINE_BATCH_SIZE": "16"}
+
+
+def _build_cmd(out: Path) -> list[str]:
+    return [sys.executable, "-m", "autods.cli", "build", str(SAMPLE / "images"),
+            str(SAMPLE / "texts.jsonl"), "--out", str(out), "--lfs", "examples.sample_lfs",
+            "--workers", "2", "--quiet"]
+
+
+def _build(out: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_build_cmd(out), cwd=ROOT, env={**os.environ, **ENV},
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _items(out: Path) -> dict[str, tuple]:
+    with sqlite3.connect(out / ".autods" / "autods.sqlite") as db:
+        rows = db.execute("SELECT id, uri, status, reason, duplicate_of FROM items").fetchall()
+    by_id = {r[0]: r[1].rsplit("/", 1)[-1] for r in rows}
+    return {r[1].rsplit("/", 1)[-1]: (r[2], r[3], by_id.get(r[4])) for r in rows}
+
+
+def _shard_digests(out: Path) -> dict[str, str]:
+    index = json.loads((out / "index.json").read_text())
+    return {e["url"]: e["sha256"] for e in index["shardlist"]}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("sample") / "ds"
+    return out, _build(out).stdout
+
+
+def test_summary_counts_every_outcome(built):
+    _, stdout = built
+    for line in ("inputs            │     68", "published samples │     59",
+                 "exact duplicates  │      4", "near duplicates   │      3",
+                 "corrupt_image   │      1", "not_an_image    │      1"):
+        assert line in stdout, stdout
+
+
+def test_duplicates_and_rejects_are_recorded_with_reasons(built):
+    items = _items(built[0])
+    assert items["broken_truncated.jpg"][:2] == ("failed", "corrupt_image")
+    assert items["not_an_image.jpg"][:2] == ("failed", "not_an_image")
+    near = {name: v for name, v in items.items() if v[0] == "near_duplicate"}
+    assert sorted(near) == ["sample_000_near.jpg", "sample_013_near.jpg", "sample_026_near.jpg"]
+    for name, (_, _, original) in near.items():
+        assert original.rsplit(".", 1)[0] == name.replace("_near.jpg", "")
+    copies = {name: v[2] for name, v in items.items()
+              if v[0] == "exact_duplicate" and name.endswith(("png", "jpg", "webp", "gif"))}
+    assert copies == {f"sample_{n}_copy.{e}": f"sample_{n}.{e}"
+                      for n, e in (("005", "jpg"), ("011", "png"), ("022", "png"))}
+
+
+def test_plain_tarfile_and_index_agree(built):
+    out = built[0]
+    index = json.loads((out / "index.json").read_text())
+    total = 0
+    for entry in index["shardlist"]:
+        with tarfile.open(out / entry["url"]) as tar:
+            names = tar.getnames()
+        keys = {n.split(".", 1)[0] for n in names}
+        exts = {n.split(".", 1)[1] for n in names}
+        assert len(keys) == entry["nsamples"] and all(len(n) < 100 for n in names)
+        assert {"txt", "json", "npy", "cls"} <= exts and len(names) == len(keys) * len(exts)
+        total += entry["nsamples"]
+    assert total == 59
+
+
+def test_webdataset_reads_every_shard_and_decodes_images(built):
+    import webdataset as wds
+
+    out = built[0]
+    urls = [str(out / e["url"]) for e in json.loads((out / "index.json").read_text())["shardlist"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+    assert len(samples) == 59
+    images = [s for s in samples if "json" in s and s["json"]["modality"] == "image"]
+    assert len(images) == 40
+    for s in images:
+        ext = next(k for k in s if k in ("jpg", "png", "webp", "gif"))
+        assert s[ext].size == (s["json"]["width"], s["json"]["height"])
+        assert isinstance(s["cls"], int) and s["npy"].shape == (64,)
+
+
+def test_hugging_face_datasets_loads_the_shards(built, tmp_path, monkeypatch):
+    from datasets import load_dataset
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = built[0]
+    index = json.loads((out / "index.json").read_text())["shardlist"]
+    by_layout: dict[str, list[str]] = {}
+    for e in index:
+        with tarfile.open(out / e["url"]) as tar:
+            layout = ",".join(sorted({n.split(".", 1)[1] for n in tar.getnames()}))
+        by_layout.setdefault(layout, []).append(str(out / e["url"]))
+    loaded = 0
+    for files in by_layout.values():
+        ds = load_dataset("webdataset", data_files={"train": files}, split="train",
+                          cache_dir=str(tmp_path / "hf"))
+        loaded += len(ds)
+        row = ds[0]
+        assert row["json"]["sha256"].startswith(row["__key__"])
+    assert loaded == 59
+
+
+def test_labels_follow_the_shapes_named_in_captions(built):
+    out = built[0]
+    labels = ["circle", "square", "triangle", "stripes"]
+    hits = total = 0
+    for e in json.loads((out / "index.json").read_text())["shardlist"]:
+        with tarfile.open(out / e["url"]) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        for name, data in members.items():
+            if not name.endswith(".json"):
+                continue
+            meta = json.loads(data)
+            cls = int(members[name.replace(".json", ".cls")])
+            if meta["modality"] == "image" and meta["meta"].get("shape") and cls >= 0:
+                total += 1
+                hits += labels[cls] == meta["meta"]["shape"]
+    assert total >= 30 and hits / total >= 0.8
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+def test_interrupted_build_resumes_to_the_same_shards(built, tmp_path, sig):
+    out = tmp_path / "ds"
+    proc = subprocess.Popen(_build_cmd(out), cwd=ROOT, env={**os.environ, **ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / ".autods" / "autods.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(db) as conn:
+                done = conn.execute(
+                    "SELECT count(*) FROM chunks WHERE ingested_at IS NOT NULL").fetchone()[0]
+            if done >= 2:
+                break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=120)
+    assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    time.sleep(3)  # after SIGKILL the orphaned worker gets SIGTERM from the kernel
+
+    _build(out)
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+    assert _shard_digests(out) == _shard_digests(built[0])
+
+
+def test_status_command_reads_the_job_from_the_database(built):
+    out = built[0]
+    env = {**os.environ, "AUTODS_DATABASE_URL": f"sqlite:///{out / '.autods' / 'autods.sqlite'}"}
+    proc = subprocess.run([sys.executable, "-m", "autods.cli", "status", "1", "--json"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["status"] == "succeeded" and status["n_items"] == 68
+    assert status["statuses"]["published"] == 59 and status["labelled"] >= 30
+    assert status["stages"]["ingest"] == 68 and status["stages"]["shard"] == 59
