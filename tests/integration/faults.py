@@ -79,14 +79,18 @@ class RedisServer:
 
 class FaultyS3Proxy:
     """Forwards to an S3 server; while ``failing``, answers a share of requests with 503
-    SlowDown and delays others, the way an overloaded object store behaves."""
+    SlowDown and delays others, the way an overloaded object store behaves.
+
+    The outage ends once it has failed ``faults`` requests and delayed ``faults`` others,
+    not after a fixed time: a timer would inject fewer faults on a slow machine, where
+    fewer requests fall inside it."""
 
     def __init__(self, upstream: str, fail_ratio: float = 0.3, delay_s: float = 0.3,
-                 seed: int = 7) -> None:
+                 faults: int = 12, seed: int = 7) -> None:
         target = urlparse(upstream)
         self.host, self.port_up = target.hostname, target.port
         self.failing = False
-        self.fail_ratio, self.delay_s = fail_ratio, delay_s
+        self.fail_ratio, self.delay_s, self.faults = fail_ratio, delay_s, faults
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.failed = self.delayed = self.forwarded = 0
@@ -107,6 +111,8 @@ class FaultyS3Proxy:
                     slow = proxy.failing and not fail and roll < 2 * proxy.fail_ratio
                     proxy.failed += fail
                     proxy.delayed += slow
+                    if proxy.failed >= proxy.faults and proxy.delayed >= proxy.faults:
+                        proxy.failing = False
                 if fail:
                     payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown'
                                b"</Code><Message>Reduce your request rate.</Message></Error>")

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import tarfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -234,7 +233,7 @@ def test_postgres_restart_mid_job_loses_nothing(pg_url, tmp_path):
 
 
 def test_s3_failing_and_slow_for_a_while_loses_nothing(pg_url, s3_endpoint, tmp_path):
-    proxy = FaultyS3Proxy(s3_endpoint, fail_ratio=0.3, delay_s=0.3)
+    proxy = FaultyS3Proxy(s3_endpoint, fail_ratio=0.3, delay_s=0.3, faults=12)
     bucket = f"faults-{uuid.uuid4().hex[:6]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
         Bucket=bucket)
@@ -247,7 +246,6 @@ def test_s3_failing_and_slow_for_a_while_loses_nothing(pg_url, s3_endpoint, tmp_
         proxy.failing = True
         job = autods.submit([str(tmp_path / "in")], "s3-faults", settings=settings,
                             output_url=f"s3://{bucket}/out")
-        threading.Timer(8.0, lambda: setattr(proxy, "failing", False)).start()
         status = _wait(job)
     finally:
         for p in procs.values():
@@ -255,7 +253,7 @@ def test_s3_failing_and_slow_for_a_while_loses_nothing(pg_url, s3_endpoint, tmp_
         proxy.close()
     print(f"[reliability] s3: {proxy.failed} answered 503, {proxy.delayed} delayed, "
           f"{proxy.forwarded} forwarded")
-    assert proxy.failed > 10 and proxy.delayed > 10
+    assert proxy.failed >= 12 and proxy.delayed >= 12 and not proxy.failing
     assert status.status == "succeeded", status.error
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
 
