@@ -32,6 +32,21 @@ def test_batching_does_not_change_results(embedder):
     assert np.allclose(embedder.embed_images(blobs), one_by_one, atol=2e-3)
 
 
+def test_batched_normalisation_equals_the_models_own_transform(embedder):
+    """The fast path (PIL steps per image, ToTensor + Normalize once per batch) must feed the
+    model what open_clip's transform would."""
+    import torch
+
+    from autods.core.embed import _rgb
+
+    blobs = [_png("RGBA", (255, 0, 0, 100)), _png("L", 80), _png("RGB", (0, 90, 200))]
+    fast = embedder._stack([embedder._prepare(b) for b in blobs])
+    reference = torch.stack([embedder.preprocess(_rgb(Image.open(io.BytesIO(b))))
+                             for b in blobs])
+    assert embedder._pil_steps is not None and fast.shape == reference.shape
+    assert torch.allclose(fast, reference, atol=1e-5)
+
+
 def test_texts_share_the_image_space(embedder):
     vectors = embedder.embed_texts(["a red circle", "a blue square"])
     assert vectors.shape == (2, 64)
