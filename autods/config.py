@@ -76,7 +76,7 @@ class ClipSettings(BaseModel):
     model: str = "ViT-B-32"
     pretrained: str = ""
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int = 0  # 0: 64 on a GPU, 16 on CPU
     decode_threads: int = 2
     torch_threads: int = 0
 

@@ -84,7 +84,7 @@ def _compare(ctx: Context, model: str, device: str, n: int, rounds: int) -> Row:
         GROUP, f"Embedding: embed_images vs raw encode_image ({model}, {device.upper()})",
         fmt_rate(n / median(times["autods"])),
         f"{fmt_rate(n / median(best_times))} (bs {best_batch})", ratio, ">=", 0.85,
-        [f"{n} 512x512 JPEGs; embedder batch {cfg.batch_size}, {cfg.decode_threads} decode "
+        [f"{n} 512x512 JPEGs; embedder batch {embedder.batch_size}, {cfg.decode_threads} decode "
          f"threads, {torch.get_num_threads()} torch threads; raw per batch size: {per_batch}"])
 
 
