@@ -6,7 +6,9 @@ turn the guard on and check that nothing is sent to a refused address.
 
 from __future__ import annotations
 
+import base64
 import collections
+import gzip
 import io
 import ipaddress
 import os
@@ -158,6 +160,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def route_empty(self, path, query):
         self.send_body(200, b"", "image/png")
+
+    def route_gzipped(self, path, query):
+        """Compressed although identity was asked for."""
+        self.send_body(200, gzip.compress(PNG), "image/png", {"Content-Encoding": "gzip"})
+
+    def route_private(self, path, query):
+        expected = "Basic " + base64.b64encode(b"ann:p@ss word").decode()
+        if self.headers.get("Authorization") == expected:
+            self.send_body(200, PNG, "image/png", {"Set-Cookie": "session=1"})
+        else:
+            self.send_body(401, b"who are you", "text/plain")
 
     def route_html_as_jpeg(self, path, query):
         self.send_body(200, HTML, "image/jpeg")
@@ -329,6 +342,23 @@ def test_undeclared_oversize_stops_reading_at_the_limit(fetcher, server):
 
 def test_empty_body(fetcher, server):
     assert rejection(fetcher, f"{server.base}/empty").reason == Reason.EMPTY
+
+
+def test_a_body_compressed_against_the_request_is_refused(fetcher, server):
+    err = rejection(fetcher, f"{server.base}/gzipped/a.png")
+    assert (err.reason, err.detail) == (Reason.HTTP_ERROR,
+                                        "content-encoding 'gzip', identity was asked")
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(fetcher, server):
+    assert fetcher.fetch(f"http://ann:p%40ss%20word@{server.base[7:]}/private/a.png").data == PNG
+    assert rejection(fetcher, f"{server.base}/private/a.png").reason == Reason.HTTP_ERROR
+
+
+def test_non_ascii_paths_are_percent_encoded(fetcher, server):
+    before = len(server.requests)
+    assert fetcher.fetch(f"{server.base}/img/café 1.png").data == PNG
+    assert server.requests[before:] == ["/img/caf%C3%A9%201.png"]
 
 
 def test_html_served_as_jpeg_is_fetched_then_refused_by_validation(fetcher, server):
