@@ -1,10 +1,26 @@
 """autods: training-ready multimodal datasets from raw images and texts.
 
 The public API is small on purpose: ``submit`` a job to a service, ``build`` one locally,
-the ``Job`` handle, and ``Settings``.
+the ``Job`` handle, and ``Settings``. They are imported on first use, so that the CLI and
+worker processes, which import this package first, start without loading the database
+layer before they need it.
 """
 
-from autods.api import Job, build, submit
-from autods.config import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autods.api import Job, build, submit
+    from autods.config import Settings
 
 __all__ = ["Job", "Settings", "build", "submit"]
+_HOMES = {"Job": "autods.api", "build": "autods.api", "submit": "autods.api",
+          "Settings": "autods.config"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'autods' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -56,17 +56,21 @@ def build(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the whole pipeline here, with no server: shards, manifests and an index in OUT."""
-    from autods.api import build as run_build
-    from autods.progress import summary_table
+    # Not autods.api: the embedded run starts its worker before it imports the database
+    # layer, and the summary table's module would import that layer first.
+    from autods.embedded import run_embedded
 
     _logging(verbose)
     try:
-        status = run_build(sources, out, dataset=dataset, workers=workers, progress=not quiet,
-                           **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,
-                                      resize))
+        status = run_embedded(sources, out, dataset=dataset, workers=workers,
+                              progress=not quiet,
+                              **_options(no_embed, lfs, chunk_size, batch_size, shard_size,
+                                         near_k, resize))
     except KeyboardInterrupt:
         console.print("interrupted: run the same command again to resume")
         raise typer.Exit(130) from None
+    from autods.progress import summary_table
+
     console.print(summary_table(status))
     if status.status != "succeeded":
         console.print(f"[red]job failed:[/red] {status.error}")

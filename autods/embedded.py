@@ -18,13 +18,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autods.config import Settings
-from autods.pipeline.plan import JobOptions, create_job, find_resumable
-from autods.pipeline.runtime import Runtime, set_runtime
-from autods.pipeline.status import JobStatus, job_status
-from autods.progress import watch
-from autods.tasks.routing import QUEUES
+from autods.tasks.routing import PRELOADS, QUEUES
+
+if TYPE_CHECKING:
+    from autods.pipeline.status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +113,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _preloads(opts: JobOptions) -> str:
+def _preloads(embed: bool, lfs: str | None) -> str:
     """Only the heavy modules this job's stages use: the embedded worker consumes every
     queue, and preloading torch for a ``--no-embed`` build costs seconds for nothing."""
-    from autods.tasks.app import PRELOADS
-
-    modules = [*PRELOADS["preprocess"], "pyarrow.parquet", "pandas"]
-    if opts.embed:
-        modules += PRELOADS["gpu"]
-    if opts.lfs:
-        modules += PRELOADS["label"]
-    return ",".join(modules)
+    queues = ["preprocess", "shard", *(["gpu"] if embed else []), *(["label"] if lfs else [])]
+    modules = (m for q in queues for m in PRELOADS[q] if lfs or not m.startswith("snorkel"))
+    return ",".join(dict.fromkeys(modules))
 
 
 def _reset_broker(settings: Settings) -> None:
@@ -137,23 +132,29 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
                  workers: int | None = None, progress: bool = False,
                  base: Settings | None = None, **options) -> JobStatus:
     """Build (or resume building) a dataset from ``sources`` into ``out``."""
-    from autods.db.session import upgrade
-
     workers = workers or os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)
     settings = embedded_settings(out, base, workers)
     _reset_broker(settings)
     os.environ.update(settings.to_env())
-    rt = Runtime(settings)
-    set_runtime(rt)
-    from autods.tasks.app import app, configure
-    from autods.tasks.canvas import dispatch
-
-    configure(app, settings)
-    opts = JobOptions.from_settings(rt, **options)
-    settings.worker.preload = _preloads(opts)
-    # The worker imports and forks its pool while the job is planned.
+    embed, lfs = options.get("embed"), options.get("lfs") or settings.label.lfs
+    settings.worker.preload = _preloads(settings.clip.enabled if embed is None else embed, lfs)
+    # The worker starts first, then this process imports the database layer and the app
+    # and plans the job while the worker imports and forks its pool: its start-up is the
+    # longest step before the first task can run.
     with WorkerProcess(settings, workers, out / ".autods" / "worker.log") as worker:
+        from autods.db.session import upgrade
+        from autods.pipeline.plan import JobOptions, create_job, find_resumable
+        from autods.pipeline.runtime import Runtime, set_runtime
+        from autods.pipeline.status import job_status
+        from autods.progress import watch
+        from autods.tasks.app import app, configure
+        from autods.tasks.canvas import dispatch
+
+        rt = Runtime(settings)
+        set_runtime(rt)
+        configure(app, settings)
+        opts = JobOptions.from_settings(rt, **options)
         upgrade(settings.database.url)
         name = dataset or out.resolve().name
         job_id = find_resumable(rt, sources, name, opts)
@@ -168,8 +169,8 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
                 raise RuntimeError(f"embedded worker exited; see {worker.logfile}")
             return job_status(rt, job_id)
 
-        status = watch(poll, show=progress)
+        status = watch(poll, interval=0.1, show=progress)
         # Nothing is left to run once the job is done, and its state is in the database:
-        # do not wait seconds for the pool's warm shutdown.
-        worker.stop(grace_s=0.25 if status.done else 60)
+        # the worker is killed at once instead of waiting seconds for its warm shutdown.
+        worker.stop(grace_s=0 if status.done else 60)
         return status

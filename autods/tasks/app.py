@@ -16,7 +16,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init
 
 from autods.config import Settings
-from autods.tasks.routing import ROUTES, task_queues
+from autods.tasks.routing import PRELOADS, ROUTES, task_queues
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +113,6 @@ def _filesystem_options(result_backend: str) -> dict:
         "store_processed": False,
         "control_folder": str(root / "control"),
     }
-
-
-#: What each queue's tasks import on first use, seconds each: imported once in the worker's
-#: main process before the pool forks, instead of once per child on its first task.
-PRELOADS: dict[str, tuple[str, ...]] = {
-    "preprocess": ("scipy.fftpack",),
-    "gpu": ("torch", "open_clip"),
-    "label": ("snorkel.labeling", "snorkel.labeling.model"),
-    # The batch callback fits the LabelModel of jobs with labelling functions.
-    # pyarrow imports pandas on the first Table.from_pylist.
-    "shard": ("pyarrow.parquet", "pandas", "snorkel.labeling.model"),
-}
 
 
 def preload_modules(setting: str, queues: Iterable[str]) -> list[str]:

@@ -20,5 +20,17 @@ ROUTES = {
 }
 
 
+#: What each queue's tasks import on first use, seconds each: imported once in the worker's
+#: main process before the pool forks, instead of once per child on its first task.
+PRELOADS: dict[str, tuple[str, ...]] = {
+    "preprocess": ("scipy.fftpack",),
+    "gpu": ("torch", "open_clip"),
+    "label": ("snorkel.labeling", "snorkel.labeling.model"),
+    # The batch callback fits the LabelModel of jobs with labelling functions.
+    # pyarrow imports pandas on the first Table.from_pylist.
+    "shard": ("pyarrow.parquet", "pandas", "snorkel.labeling.model"),
+}
+
+
 def task_queues() -> list[Queue]:
     return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
