@@ -68,8 +68,11 @@ def image_features(data: bytes) -> ImageFeatures:
 
 
 def phash_to_int(digest: imagehash.ImageHash) -> int:
-    """The 64 hash bits as a signed 64-bit integer (what a BIGINT column stores)."""
-    value = int(str(digest), 16)
+    """The 64 hash bits as a signed 64-bit integer (what a BIGINT column stores).
+
+    The bits in row-major order, first bit most significant: ``int(str(digest), 16)``
+    without the string round trip, which imagehash builds one character per bit."""
+    value = int.from_bytes(np.packbits(digest.hash.ravel()).tobytes(), "big")
     return value - (1 << 64) if value >= (1 << 63) else value
 
 

@@ -103,3 +103,12 @@ def test_bands_cover_64_bits_and_near_pairs_share_one(k):
 def test_phash_int_is_signed_64_bit():
     assert phash_to_int(imagehash.hex_to_hash("ffffffffffffffff")) == -1
     assert phash_to_int(imagehash.hex_to_hash("0000000000000001")) == 1
+
+
+def test_phash_to_int_reads_the_bits_as_imagehash_writes_them():
+    rng = np.random.default_rng(3)
+    for bits in [np.zeros((8, 8), bool), np.ones((8, 8), bool),
+                 *(rng.random((8, 8)) < 0.5 for _ in range(50))]:
+        digest = imagehash.ImageHash(bits)
+        value = int(str(digest), 16)
+        assert phash_to_int(digest) == (value - (1 << 64) if value >= 1 << 63 else value)
