@@ -114,14 +114,17 @@ def alternate(runs: dict[str, Callable[[], float]], rounds: int, label: str = ""
     ones; each returns the seconds it measured. Returns the times per run name.
 
     Alternating the order means neither contender always runs right after the other, so
-    caches, CPU frequency and neighbours' load affect both alike. With a ``guard``, a run
-    during which the guard's value changed is run again (see ``guarded``).
+    caches, CPU frequency and neighbours' load affect both alike. Every run starts after
+    ``os.sync()``, so that none pays for writing back what the previous one (or an earlier
+    benchmark) left in the page cache. With a ``guard``, a run during which the guard's
+    value changed is run again (see ``guarded``).
     """
     names = list(runs)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
+            os.sync()
             times[name].append(guarded(runs[name], guard, label or str(name)))
         if label:
             summary = ", ".join(f"{n} {fmt_time(times[n][-1])}" for n in names)

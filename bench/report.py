@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -41,7 +43,20 @@ def _command_version(cmd: list[str]) -> str | None:
     return text[0] if text and out.returncode == 0 else None
 
 
-def machine_info() -> list[tuple[str, str]]:
+def file_create_cost(folder: Path, n: int = 200) -> float:
+    """Seconds to create, write (21 KB, one stored image) and close one file in ``folder``."""
+    scratch = folder / "file-create-probe"
+    scratch.mkdir(parents=True, exist_ok=True)
+    payload = b"x" * 21_000
+    start = time.perf_counter()
+    for i in range(n):
+        (scratch / f"{i:06d}").write_bytes(payload)
+    elapsed = (time.perf_counter() - start) / n
+    shutil.rmtree(scratch, ignore_errors=True)
+    return elapsed
+
+
+def machine_info(workdir: Path) -> list[tuple[str, str]]:
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0))
     info = [
@@ -50,6 +65,8 @@ def machine_info() -> list[tuple[str, str]]:
         ("memory", _mem_total()),
         ("OS", f"{platform.system()} {platform.release()}"),
         ("Python", platform.python_version()),
+        ("work dir", f"{workdir} (creating a 21 KB file there: "
+                     f"{file_create_cost(workdir) * 1e6:.0f} µs)"),
     ]
     info += [(name, _version(dist)) for name, dist in PACKAGES]
     for name, cmd in (("PostgreSQL", ["psql", "--version"]),
@@ -121,6 +138,11 @@ virtualenv, `.bench/i2d-venv`, on first use. Generated inputs and scratch files 
 work dir (`--workdir`, default `.bench/`; keep it out of version control); inputs are
 cached there between runs. Only a full run without `--only` writes this file by default;
 `--quick` and `--only` runs write `<workdir>/benchmarks.md` unless `--out` says otherwise.
+
+The machine info gives the work dir's cost of creating one 21 KB file, measured before the
+first benchmark. autods stores every image as a file and img2dataset writes only shards, so
+this cost weighs on the end-to-end row; on virtual disks it varies widely (0.1 to 1 ms per
+file was seen on the machine below, from one folder and minute to the next).
 
 ## Method
 
