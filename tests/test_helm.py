@@ -220,6 +220,7 @@ def test_grace_periods_cover_a_chunk(objects: list[dict], defaults: dict) -> Non
     values = {
         "workers": {"gpu": {"terminationGracePeriodSeconds": 3600}},
         "broker": {"visibilityTimeoutSeconds": 7200},
+        "pipeline": {"stallTimeoutSeconds": 7200},
     }
     objects = render(values)
     gpu = workers(objects)[f"{RELEASE}-worker-gpu"]
@@ -238,6 +239,17 @@ def test_visibility_timeout_outlasts_every_grace_period(defaults: dict) -> None:
     message = render_error({"workers": {"gpu": {"terminationGracePeriodSeconds": timeout}}})
     assert "workers.gpu.terminationGracePeriodSeconds" in message
     assert "broker.visibilityTimeoutSeconds" in message
+
+
+def test_stall_watchdog_settings_reach_the_workers(defaults: dict) -> None:
+    data = by_kind(render(), "ConfigMap")[f"{RELEASE}-config"]["data"]
+    assert data["AUTODS_PIPELINE_STALL_TIMEOUT_S"] == "3600"
+    assert data["AUTODS_PIPELINE_STALL_CHECK_INTERVAL_S"] == "60"
+    off = by_kind(render({"pipeline": {"stallTimeoutSeconds": 0}}), "ConfigMap")
+    assert off[f"{RELEASE}-config"]["data"]["AUTODS_PIPELINE_STALL_TIMEOUT_S"] == "0"
+    message = render_error({"pipeline": {"stallTimeoutSeconds": 600}})
+    assert "workers.gpu.terminationGracePeriodSeconds (1800)" in message
+    assert "pipeline.stallTimeoutSeconds (600)" in message
 
 
 def test_worker_probes_ping_their_own_node(objects: list[dict]) -> None:

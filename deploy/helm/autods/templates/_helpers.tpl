@@ -108,6 +108,8 @@ AUTODS_BROKER_KEY_PREFIX: {{ .Values.broker.keyPrefix | default "" | toString | 
 {{- with .Values.broker.visibilityTimeoutSeconds }}
 AUTODS_BROKER_VISIBILITY_TIMEOUT_S: {{ int . | toString | quote }}
 {{- end }}
+AUTODS_PIPELINE_STALL_TIMEOUT_S: {{ .Values.pipeline.stallTimeoutSeconds | int | toString | quote }}
+AUTODS_PIPELINE_STALL_CHECK_INTERVAL_S: {{ .Values.pipeline.stallCheckIntervalSeconds | int | toString | quote }}
 AUTODS_STORAGE_URL: {{ required "storage.url is required" .Values.storage.url | quote }}
 {{- with .Values.storage.endpointUrl }}
 AUTODS_STORAGE_ENDPOINT_URL: {{ . | quote }}
@@ -132,9 +134,13 @@ Checks of values that span several templates; renders nothing.
 {{- fail "secret.env.AUTODS_BROKER_KEY_PREFIX is not allowed: set broker.keyPrefix, which the KEDA triggers use too" }}
 {{- end }}
 {{- $visibility := .Values.broker.visibilityTimeoutSeconds | default 0 | int }}
+{{- $stall := .Values.pipeline.stallTimeoutSeconds | default 0 | int }}
 {{- range $class, $worker := .Values.workers }}
 {{- if and $visibility $worker.enabled (ge (int ($worker.terminationGracePeriodSeconds | default 120)) $visibility) }}
 {{- fail (printf "workers.%s.terminationGracePeriodSeconds (%d) must be below broker.visibilityTimeoutSeconds (%d), or a chunk still running would be redelivered" $class (int $worker.terminationGracePeriodSeconds) $visibility) }}
+{{- end }}
+{{- if and $stall $worker.enabled (ge (int ($worker.terminationGracePeriodSeconds | default 120)) $stall) }}
+{{- fail (printf "workers.%s.terminationGracePeriodSeconds (%d) must be below pipeline.stallTimeoutSeconds (%d), or the watchdog would send a running chunk again" $class (int $worker.terminationGracePeriodSeconds) $stall) }}
 {{- end }}
 {{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $class) }}
 {{- fail (printf "workers.%s: a class name must be a lowercase DNS label (it names the Deployment and the Celery node)" $class) }}
