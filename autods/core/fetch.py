@@ -41,6 +41,8 @@ from autods.core.validate import media_type
 log = logging.getLogger(__name__)
 
 _HTTP_SCHEMES = frozenset({"http", "https"})
+#: Schemes fetched over the network, where threads hide latency.
+REMOTE_SCHEMES = _HTTP_SCHEMES | {"s3"}
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _GONE_STATUSES = frozenset({404, 410})
 _BACKOFF_S = (0.2, 0.4)

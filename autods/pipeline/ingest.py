@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
+from autods.core.fetch import REMOTE_SCHEMES
 from autods.core.hashing import sha256_hex
 from autods.core.records import Modality, Reason, Rejected
 from autods.core.validate import clean_caption, validate_image, validate_text
@@ -104,7 +105,7 @@ def ingest_chunk(rt: Runtime, job_id: int, chunk_no: int) -> dict[str, int]:
 def _threads(rt: Runtime, inputs: list[_Input]) -> int:
     """Threads hide network latency; reading local files gains nothing from them but
     contention for the interpreter lock with the decoding and hashing around it."""
-    remote = sum(urlsplit(i.uri or "").scheme in ("http", "https", "s3") for i in inputs)
+    remote = sum(urlsplit(i.uri or "").scheme in REMOTE_SCHEMES for i in inputs)
     return max(1, min(rt.settings.fetch.threads, remote))
 
 
