@@ -166,6 +166,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_body(200, gzip.compress(PNG), "image/png", {"Content-Encoding": "gzip"})
 
     def route_private(self, path, query):
+        self.server.cookies.append(self.headers.get("Cookie"))
         expected = "Basic " + base64.b64encode(b"ann:p@ss word").decode()
         if self.headers.get("Authorization") == expected:
             self.send_body(200, PNG, "image/png", {"Set-Cookie": "session=1"})
@@ -183,6 +184,7 @@ class TestServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.requests: list[str] = []
         self.hits: collections.Counter[str] = collections.Counter()
+        self.cookies: list[str | None] = []
         self.stopping = threading.Event()
 
     @property
@@ -353,6 +355,14 @@ def test_a_body_compressed_against_the_request_is_refused(fetcher, server):
 def test_credentials_in_the_url_are_sent_as_basic_auth(fetcher, server):
     assert fetcher.fetch(f"http://ann:p%40ss%20word@{server.base[7:]}/private/a.png").data == PNG
     assert rejection(fetcher, f"{server.base}/private/a.png").reason == Reason.HTTP_ERROR
+
+
+def test_cookies_set_by_a_server_are_never_sent_back(fetcher, server):
+    url = f"http://ann:p%40ss%20word@{server.base[7:]}/private/a.png"
+    before = len(server.cookies)
+    for _ in range(2):
+        assert fetcher.fetch(url).data == PNG  # each answer sets a cookie
+    assert server.cookies[before:] == [None, None]
 
 
 def test_non_ascii_paths_are_percent_encoded(fetcher, server):
