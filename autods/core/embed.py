@@ -82,7 +82,7 @@ class ClipEmbedder:
         self.tokenizer = open_clip.get_tokenizer(model)
         self.name = f"{model}:{pretrained or 'random-init'}"
         # 0 picks per device: a GPU wants large batches to fill it, while on CPU a batch of
-        # 16 keeps activations in cache and ran 10-15 % faster than 64 (docs/benchmarks.md).
+        # 16 keeps activations in cache and ran 9-20 % faster than 64 (docs/benchmarks.md).
         self.batch_size = batch_size or (64 if self.device.startswith("cuda") else 16)
         self.decode_threads = max(1, decode_threads)
         self._torch = torch
