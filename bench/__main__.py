@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (ctx.path("benchmarks.md") if partial else REPO / "docs" / "benchmarks.md")
     os.environ.setdefault("AUTODS_ALLOW_PRIVATE_NETWORKS", "1")
     started, load_before = time.time(), load_average()
-    # Before any benchmark writes: heavy writes slow file creation for a while after.
+    # Measured before any benchmark writes, so it describes the disk, not the load we add.
     info = machine_info(ctx.workdir)
     rows: list[Row] = []
     for name in names:
