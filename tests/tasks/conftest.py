@@ -36,6 +36,10 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
     rt = Runtime(settings)
     set_runtime(rt)
     configure(app, settings)
+    # kombu's in-memory transport polls its queues once a second by default: every chord
+    # step, and the worker's shutdown at teardown, would wait for the next poll.
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                         "polling_interval": 0.02}
     yield rt
     set_runtime(None)
 
