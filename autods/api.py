@@ -48,8 +48,8 @@ def submit(sources: str | Sequence[str], dataset: str, *, settings: Settings | N
         configure(app, settings)
         set_runtime(rt)
     upgrade(rt.settings.database.url)
-    job_id = create_job(rt, _as_list(sources), dataset, JobOptions.from_settings(rt, **options),
-                        output_url=output_url)
+    opts = JobOptions.from_settings(rt.settings, **options)
+    job_id = create_job(rt, _as_list(sources), dataset, opts, output_url=output_url)
     dispatch(rt, job_id)
     return Job(job_id, rt)
 

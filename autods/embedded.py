@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autods.config import Settings
+from autods.pipeline.options import JobOptions
 from autods.tasks.routing import PRELOADS, QUEUES
 
 if TYPE_CHECKING:
@@ -137,14 +138,14 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
     settings = embedded_settings(out, base, workers)
     _reset_broker(settings)
     os.environ.update(settings.to_env())
-    embed, lfs = options.get("embed"), options.get("lfs") or settings.label.lfs
-    settings.worker.preload = _preloads(settings.clip.enabled if embed is None else embed, lfs)
+    opts = JobOptions.from_settings(settings, **options)
+    settings.worker.preload = _preloads(opts.embed, opts.lfs)
     # The worker starts first, then this process imports the database layer and the app
     # and plans the job while the worker imports and forks its pool: its start-up is the
     # longest step before the first task can run.
     with WorkerProcess(settings, workers, out / ".autods" / "worker.log") as worker:
         from autods.db.session import upgrade
-        from autods.pipeline.plan import JobOptions, create_job, find_resumable
+        from autods.pipeline.plan import create_job, find_resumable
         from autods.pipeline.runtime import Runtime, set_runtime
         from autods.pipeline.status import job_status
         from autods.progress import watch
@@ -154,7 +155,6 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
         rt = Runtime(settings)
         set_runtime(rt)
         configure(app, settings)
-        opts = JobOptions.from_settings(rt, **options)
         upgrade(settings.database.url)
         name = dataset or out.resolve().name
         job_id = find_resumable(rt, sources, name, opts)

@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _check_lfs(settings, req.options.lfs)
         from autods.tasks.canvas import dispatch
 
-        options = JobOptions.from_settings(rt, **req.options.model_dump())
+        options = JobOptions.from_settings(rt.settings, **req.options.model_dump())
         job_id = create_job(rt, req.sources, req.dataset, options, output_url=req.output_url)
         dispatch(rt, job_id)
         return JobAccepted(job_id=job_id)
@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         outcome = ingest_created(rt, created_objects(payload),
                                  dataset or settings.api.events_dataset,
-                                 JobOptions.from_settings(rt), dispatch)
+                                 JobOptions.from_settings(rt.settings), dispatch)
         return EventsAccepted(job_id=outcome.job_id, accepted=outcome.accepted,
                               duplicates=outcome.duplicates, ignored=outcome.ignored)
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from sqlalchemy import select
@@ -16,32 +16,10 @@ from autods.core.sources import iter_source
 from autods.core.validate import clean_caption
 from autods.db.models import Batch, Chunk, Dataset, Item, Job, utcnow
 from autods.db.session import session_scope
+from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class JobOptions:
-    """What decides a job's output; two runs with equal options build the same dataset."""
-
-    embed: bool = True
-    lfs: str | None = None
-    chunk_size: int = 256
-    batch_size: int = 10_000
-    shard_size: int = 1_000
-    near_k: int = 4
-    near_enabled: bool = True
-    resize: int | None = None
-
-    @classmethod
-    def from_settings(cls, rt: Runtime, **overrides) -> JobOptions:
-        s = rt.settings
-        base = cls(embed=s.clip.enabled, lfs=s.label.lfs, chunk_size=s.pipeline.chunk_size,
-                   batch_size=s.pipeline.batch_size, shard_size=s.pipeline.shard_size,
-                   near_k=s.dedup.near_k, near_enabled=s.dedup.near_enabled,
-                   resize=s.pipeline.resize)
-        return cls(**{**asdict(base), **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def normalise_source(spec: str) -> str:
