@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autods.config import Settings
-from autods.pipeline.plan import JobOptions, create_job
+from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime, get_runtime, set_runtime
 from autods.pipeline.status import JobStatus, job_status
 from autods.progress import watch
@@ -37,21 +37,19 @@ def submit(sources: str | Sequence[str], dataset: str, *, settings: Settings | N
            output_url: str | None = None, **options) -> Job:
     """Record a job and enqueue its canvas on the configured broker; returns at once.
 
-    ``options`` override ``JobOptions`` (``embed``, ``lfs``, ``chunk_size``, ...).
+    ``options`` override ``JobOptions`` (``embed``, ``lfs``, ``chunk_size``, ...). The
+    database schema must be current (``autods db upgrade``); a client never migrates it.
+    ``settings`` (default: from ``AUTODS_*``) become this process's configuration.
     """
-    from autods.db.session import upgrade
     from autods.tasks.app import app, configure
-    from autods.tasks.canvas import dispatch
+    from autods.tasks.canvas import start_job
 
     rt = Runtime(settings) if settings is not None else get_runtime()
     if settings is not None:
         configure(app, settings)
         set_runtime(rt)
-    upgrade(rt.settings.database.url)
     opts = JobOptions.from_settings(rt.settings, **options)
-    job_id = create_job(rt, _as_list(sources), dataset, opts, output_url=output_url)
-    dispatch(rt, job_id)
-    return Job(job_id, rt)
+    return Job(start_job(rt, _as_list(sources), dataset, opts, output_url=output_url), rt)
 
 
 def build(sources: str | Sequence[str], out: str | Path, *, dataset: str | None = None,

@@ -125,15 +125,18 @@ def status(
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")]
-    = "ingest,preprocess,gpu,label,shard",
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queues to consume (default: every queue of the stage table).")]
+    = None,
     concurrency: Annotated[int | None, typer.Option(help="Processes (default: cores).")] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
     hostname: Annotated[str | None, typer.Option(help="Node name.")] = None,
 ) -> None:
     """Start a Celery worker on the given queues, with task events on (for Flower)."""
+    from autods.pipeline.stagetable import queues as all_queues
     from autods.tasks.app import app as celery_app
 
+    queues = queues or ",".join(all_queues())
     name = hostname or f"{queues.split(',')[0]}@%h"
     argv = ["worker", "-Q", queues, "-E", "-n", name, "--loglevel", loglevel]
     if concurrency:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from autods.version import VERSION
+
 
 class DatabaseSettings(BaseModel):
     """Where jobs, assets, features and labels live (PostgreSQL in production)."""
@@ -55,7 +57,7 @@ class FetchSettings(BaseModel):
     threads: int = 16
     max_pixels: int = 64_000_000
     max_text_chars: int = 100_000
-    user_agent: str = "autods/0.1 (+https://github.com/autods/autods)"
+    user_agent: str = f"autods/{VERSION} (+https://github.com/autods/autods)"
 
 
 class DedupSettings(BaseModel):

@@ -10,7 +10,6 @@ resumes the unfinished job recorded there.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import signal
@@ -22,13 +21,13 @@ from typing import TYPE_CHECKING
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
-from autods.tasks.routing import PRELOADS, QUEUES
+from autods.pipeline.stagetable import preloads_for_job, queues
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from autods.pipeline.runtime import Runtime
     from autods.pipeline.status import JobStatus
-
-log = logging.getLogger(__name__)
-
 
 def embedded_settings(out: Path, base: Settings | None = None, workers: int = 1) -> Settings:
     """Settings that keep everything of the run inside ``out/.autods``."""
@@ -53,9 +52,9 @@ class WorkerProcess:
     """
 
     def __init__(self, settings: Settings, concurrency: int, logfile: Path,
-                 queues: tuple[str, ...] = QUEUES, name: str | None = None) -> None:
+                 consumed: tuple[str, ...] | None = None, name: str | None = None) -> None:
         self.settings, self.concurrency, self.logfile = settings, concurrency, logfile
-        self.queues = queues
+        self.queues = consumed or queues()
         self.name = name or f"embedded-{os.getpid()}@%h"
         self.proc: subprocess.Popen | None = None
 
@@ -114,14 +113,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _preloads(embed: bool, lfs: str | None) -> str:
-    """Only the heavy modules this job's stages use: the embedded worker consumes every
-    queue, and preloading torch for a ``--no-embed`` build costs seconds for nothing."""
-    queues = ["preprocess", "shard", *(["gpu"] if embed else []), *(["label"] if lfs else [])]
-    modules = (m for q in queues for m in PRELOADS[q] if lfs or not m.startswith("snorkel"))
-    return ",".join(dict.fromkeys(modules))
-
-
 def _reset_broker(settings: Settings) -> None:
     """Drop messages and results of an interrupted run; its state is in the database."""
     state = Path(settings.database.url.removeprefix("sqlite:///")).parent
@@ -137,32 +128,23 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     settings = embedded_settings(out, base, workers)
     _reset_broker(settings)
-    os.environ.update(settings.to_env())
     opts = JobOptions.from_settings(settings, **options)
-    settings.worker.preload = _preloads(opts.embed, opts.lfs)
+    settings.worker.preload = ",".join(preloads_for_job(opts))
     # The worker starts first, then this process imports the database layer and the app
     # and plans the job while the worker imports and forks its pool: its start-up is the
     # longest step before the first task can run.
     with WorkerProcess(settings, workers, out / ".autods" / "worker.log") as worker:
         from autods.db.session import upgrade
-        from autods.pipeline.plan import create_job, find_resumable
-        from autods.pipeline.runtime import Runtime, set_runtime
+        from autods.pipeline.runtime import Runtime
         from autods.pipeline.status import job_status
         from autods.progress import watch
-        from autods.tasks.app import app, configure
-        from autods.tasks.canvas import dispatch
+        from autods.tasks.canvas import start_job
 
         rt = Runtime(settings)
-        set_runtime(rt)
-        configure(app, settings)
-        upgrade(settings.database.url)
-        name = dataset or out.resolve().name
-        job_id = find_resumable(rt, sources, name, opts)
-        if job_id is None:
-            job_id = create_job(rt, sources, name, opts, output_url=out.resolve().as_uri())
-        else:
-            log.info("resuming job %d", job_id)
-        dispatch(rt, job_id)
+        upgrade(settings.database.url)  # its own database: the embedded run owns it
+        with _configured(rt):
+            job_id = start_job(rt, sources, dataset or out.resolve().name, opts,
+                               output_url=out.resolve().as_uri(), resume=True)
 
         def poll() -> JobStatus:
             if not worker.alive():
@@ -174,3 +156,21 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
         # the worker is killed at once instead of waiting seconds for its warm shutdown.
         worker.stop(grace_s=0 if status.done else 60)
         return status
+
+
+@contextlib.contextmanager
+def _configured(rt: Runtime) -> Iterator[None]:
+    """The Celery app and runtime of this process on the embedded run's settings while it
+    sends the job, then back to the caller's: ``autods.build`` leaves its caller's
+    configuration (and environment) as it found it."""
+    from autods.pipeline.runtime import get_runtime, set_runtime
+    from autods.tasks.app import app, configure
+
+    previous = get_runtime()
+    set_runtime(rt)
+    configure(app, rt.settings)
+    try:
+        yield
+    finally:
+        set_runtime(previous)
+        configure(app, previous.settings)

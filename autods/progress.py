@@ -9,16 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from autods.core.records import ItemStatus
 from autods.pipeline.status import JobStatus
-
-
-def stages_of(status: JobStatus) -> list[str]:
-    names = ["ingest", "preprocess"]
-    if status.params.get("embed"):
-        names.append("embed")
-    if status.params.get("lfs"):
-        names.append("label")
-    return [*names, "dedup", "shard"]
 
 
 def watch(poll: Callable[[], JobStatus], interval: float = 0.5, show: bool = True,
@@ -34,12 +26,12 @@ def watch(poll: Callable[[], JobStatus], interval: float = 0.5, show: bool = Tru
     columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console or Console(stderr=True)) as bars:
-        tasks = {name: bars.add_task(name, total=status.n_items) for name in stages_of(status)}
+        # One bar per stage the job runs, in order: its chunk stages, dedup, shard.
+        tasks = {name: bars.add_task(name, total=status.n_items) for name in status.stages}
         while True:
-            published = status.statuses.get("published", 0)
             for name, task in tasks.items():
-                total = published if name == "shard" and status.stages["dedup"] >= status.n_items \
-                    else status.n_items
+                total = status.published if name == "shard" and \
+                    status.stages["dedup"] >= status.n_items else status.n_items
                 bars.update(task, completed=status.stages.get(name, 0), total=total)
             if status.done or (deadline is not None and time.monotonic() >= deadline):
                 return status
@@ -53,17 +45,17 @@ def summary_table(status: JobStatus) -> Table:
     table.add_column("what")
     table.add_column("count", justify="right")
     s = status.statuses
-    failed = s.get("failed", 0)
+    dropped = (ItemStatus.EXACT_DUPLICATE, ItemStatus.NEAR_DUPLICATE)
     rows = [
         ("inputs", status.n_items),
-        ("published samples", s.get("published", 0)),
-        ("exact duplicates", s.get("exact_duplicate", 0)),
-        ("near duplicates", s.get("near_duplicate", 0)),
-        ("rejected", failed),
+        ("published samples", status.published),
+        ("exact duplicates", s.get(ItemStatus.EXACT_DUPLICATE, 0)),
+        ("near duplicates", s.get(ItemStatus.NEAR_DUPLICATE, 0)),
+        ("rejected", s.get(ItemStatus.FAILED, 0)),
     ]
     rows += [(f"  {reason}", n) for reason, n in sorted(status.reasons.items())
-             if reason not in ("exact_duplicate", "near_duplicate")]
-    if status.params.get("lfs"):
+             if reason not in dropped]
+    if status.options.lfs:
         rows.append(("labelled", status.labelled))
     rows += [("shards written", status.shards), ("shard bytes", status.shard_bytes)]
     if status.elapsed_s:

@@ -18,10 +18,11 @@ from sqlalchemy import func, select, text
 from autods.config import Settings
 from autods.core.s3events import created_objects
 from autods.db.models import Dataset, Shard
-from autods.db.session import session_scope, upgrade
-from autods.pipeline.plan import JobOptions, create_job
+from autods.db.session import session_scope
+from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
 from autods.pipeline.status import job_status
+from autods.version import VERSION
 
 _DATASET = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 
@@ -85,8 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     rt = Runtime(settings)
     configure(celery_app, settings)
-    upgrade(settings.database.url)
-    app = FastAPI(title="autods", version="0.1.0",
+    app = FastAPI(title="autods", version=VERSION,
                   description="Build training-ready multimodal datasets.")
 
     def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -118,11 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def post_job(req: JobRequest) -> JobAccepted:
         _check_sources(settings, req.sources)
         _check_lfs(settings, req.options.lfs)
-        from autods.tasks.canvas import dispatch
+        from autods.tasks.canvas import start_job
 
         options = JobOptions.from_settings(rt.settings, **req.options.model_dump())
-        job_id = create_job(rt, req.sources, req.dataset, options, output_url=req.output_url)
-        dispatch(rt, job_id)
+        job_id = start_job(rt, req.sources, req.dataset, options, output_url=req.output_url)
         return JobAccepted(job_id=job_id)
 
     @app.get("/jobs/{job_id}", dependencies=auth, tags=["jobs"])
@@ -155,12 +154,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       dataset: Annotated[str | None, Query(pattern=_DATASET)] = None
                       ) -> EventsAccepted:
         """A MinIO/S3 bucket notification: ingest each created image object once."""
-        from autods.events import ingest_created
-        from autods.tasks.canvas import dispatch
+        from autods.pipeline.events import ingest_created
+        from autods.tasks.canvas import start_job
 
         outcome = ingest_created(rt, created_objects(payload),
                                  dataset or settings.api.events_dataset,
-                                 JobOptions.from_settings(rt.settings), dispatch)
+                                 JobOptions.from_settings(rt.settings), start_job)
         return EventsAccepted(job_id=outcome.job_id, accepted=outcome.accepted,
                               duplicates=outcome.duplicates, ignored=outcome.ignored)
 

@@ -1,4 +1,4 @@
-"""Benchmark inputs: seeded JPEGs from ``autods.sampledata``, generated once and cached.
+"""Benchmark inputs: seeded JPEGs from ``examples.sampledata``, generated once and cached.
 
 Images are structured (gradients, shapes, accents), not noise, so JPEG sizes, decoding cost
 and pHash distances resemble photos more than random pixels would. A file's bytes depend
@@ -22,7 +22,7 @@ PER_DIR_64 = 1000
 
 
 def _jpeg(seed: int, side: int) -> bytes:
-    from autods.sampledata import structured_image
+    from examples.sampledata import structured_image
 
     buf = io.BytesIO()
     structured_image(seed, (side, side)).save(buf, format="JPEG", quality=QUALITY)

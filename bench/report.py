@@ -152,7 +152,7 @@ rounds; the table shows the median figure of each side and the **median of the p
 ratios**. A ratio is autods relative to the reference, oriented so that the target reads as
 written: for throughput comparisons higher is better, for growth rows (scale) lower is
 better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
-`autods.sampledata.structured_image` from seeds 0..N-1 (gradients and shapes, not noise), and
+`examples.sampledata.structured_image` from seeds 0..N-1 (gradients and shapes, not noise), and
 64x64 JPEGs from seeds 1,000,000 onwards for the scale job.
 
 ## What each benchmark measures

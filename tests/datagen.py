@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autods.sampledata import near_duplicate_bytes, structured_image
+from examples.sampledata import near_duplicate_bytes, structured_image
 
 
 @dataclass

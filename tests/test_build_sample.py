@@ -155,7 +155,7 @@ def test_interrupted_build_resumes_to_the_same_shards(built, tmp_path, sig):
         try:
             with sqlite3.connect(db) as conn:
                 done = conn.execute(
-                    "SELECT count(*) FROM chunks WHERE ingested_at IS NOT NULL").fetchone()[0]
+                    "SELECT count(*) FROM chunk_stages WHERE stage = 'ingest'").fetchone()[0]
             if done >= 2:
                 break
         except sqlite3.Error:

@@ -14,9 +14,9 @@ import imagehash
 import pytest
 from PIL import Image
 
-from autods import sampledata
 from autods.core.hashing import hamming, image_features
-from autods.sampledata import (
+from examples import sampledata
+from examples.sampledata import (
     SHAPES,
     near_duplicate,
     near_duplicate_bytes,
@@ -135,7 +135,7 @@ def test_counts_match_files_on_disk(sample):
     assert {r["file_name"] for r in rows} == {p.name for p in images}
     assert all(r["license"] == "CC0-1.0" and r["source"] == "autods-synthetic"
                for r in rows + texts)
-    assert "CC0" in (root / "LICENSE").read_text() and "autods.sampledata" in (
+    assert "CC0" in (root / "LICENSE").read_text() and "examples.sampledata" in (
         root / "LICENSE").read_text()
 
 

@@ -36,17 +36,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from autods.config import FetchSettings
 from autods.core.records import Fetched, Reason, Rejected, TransientError
+from autods.core.sources import URL_SCHEMES
+from autods.core.storage import S3_NOT_FOUND
 from autods.core.validate import media_type
 
 log = logging.getLogger(__name__)
 
-_HTTP_SCHEMES = frozenset({"http", "https"})
 #: Schemes fetched over the network, where threads hide latency.
-REMOTE_SCHEMES = _HTTP_SCHEMES | {"s3"}
+REMOTE_SCHEMES = URL_SCHEMES | {"s3"}
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _GONE_STATUSES = frozenset({404, 410})
 _BACKOFF_S = (0.2, 0.4)
-_S3_MISSING = frozenset({"NoSuchKey", "NotFound", "404"})
 _S3_DENIED = frozenset({"AccessDenied", "403"})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -244,7 +244,7 @@ def _local_path(uri: str) -> Path:
 def _s3_rejection(uri: str, exc: ClientError) -> Exception:
     """A missing or forbidden object is bad input; any other S3 error is ours to retry."""
     code = str(exc.response.get("Error", {}).get("Code", ""))
-    if code in _S3_MISSING:
+    if code in S3_NOT_FOUND:
         return Rejected(Reason.NOT_FOUND, f"s3 {code}")
     if code in _S3_DENIED:
         return Rejected(Reason.HTTP_ERROR, f"s3 {code}")
@@ -297,7 +297,7 @@ class Fetcher:
             scheme = urlsplit(uri).scheme.lower()
         except ValueError as exc:
             raise Rejected(Reason.BAD_RECORD, f"invalid uri: {exc}") from exc
-        if scheme in _HTTP_SCHEMES:
+        if scheme in URL_SCHEMES:
             return self._fetch_http(uri)
         if scheme == "s3":
             return self._fetch_s3(uri)
@@ -331,7 +331,7 @@ class Fetcher:
             result = self._request(url)
             if isinstance(result, Fetched):
                 return result
-            if result.scheme not in _HTTP_SCHEMES:
+            if result.scheme not in URL_SCHEMES:
                 raise Rejected(Reason.BLOCKED_SCHEME, f"redirect to scheme {result.scheme!r}")
             if result in seen:
                 raise Rejected(Reason.TOO_MANY_REDIRECTS, f"redirect loop at {_for_log(result)}")

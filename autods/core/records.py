@@ -29,6 +29,29 @@ class ItemStatus(StrEnum):
     NEAR_DUPLICATE = "near_duplicate"
 
 
+class JobState(StrEnum):
+    """Lifecycle of a job; the last two are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+class BatchState(StrEnum):
+    """Lifecycle of a batch (one chord), in order: its chunks run, it waits for its turn,
+    it is resolved (duplicates, labels, shard plan), its shards are committed."""
+
+    RUNNING = "running"
+    READY = "ready"
+    RESOLVED = "resolved"
+    COMMITTED = "committed"
+
+
 class Reason(StrEnum):
     """Why an input was rejected or dropped; stored verbatim on the item row."""
 

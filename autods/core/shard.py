@@ -35,10 +35,10 @@ import numpy as np
 from autods.core.manifest import SampleSpan, write_manifests
 from autods.core.records import ShardInfo, ShardSample
 from autods.core.storage import ObjectStore
+from autods.core.validate import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({"bmp", "gif", "jpeg", "jpg", "png", "tif", "tiff", "webp"})
 # After the image: the order a person skimming ``tar tvf`` expects; the rest alphabetical.
 _LEADING_EXTENSIONS = ("txt", "json", "npy", "cls")
 

@@ -21,13 +21,14 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 from autods.core.records import Modality, Reason, SourceItem, TransientError
+from autods.core.validate import is_image_name
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 RECORD_EXTENSIONS = frozenset({".txt", ".csv", ".jsonl", ".parquet"})
 METADATA_NAME = "metadata.jsonl"
-ALLOWED_SCHEMES = frozenset({"http", "https"})
+#: Schemes a URL list may name (fetch follows redirects only to these too).
+URL_SCHEMES = frozenset({"http", "https"})
 
 _FIELDS = ("caption", "license", "source")
 _URL_KEYS = frozenset({"url", *_FIELDS})
@@ -165,7 +166,7 @@ def _url_item(row: dict[str, Any], where: str) -> SourceItem:
         source=_opt_str(fields.get("source")),
         meta=extra,
     )
-    if scheme not in ALLOWED_SCHEMES:
+    if scheme not in URL_SCHEMES:
         item.error = Reason.BLOCKED_SCHEME.value
     return item
 
@@ -418,10 +419,9 @@ class _Tree:
         self.metadata: list[str] = []
         ignored = 0
         for rel in sorted(rels):
-            ext = _ext(rel)
-            if ext in IMAGE_EXTENSIONS:
+            if is_image_name(rel):
                 self.images.append(rel)
-            elif ext == ".txt":
+            elif _ext(rel) == ".txt":
                 self.captions[_stem_key(rel)] = rel
             elif posixpath.basename(rel) == METADATA_NAME:
                 self.metadata.append(rel)

@@ -17,6 +17,9 @@ from urllib.parse import urlparse
 
 from autods.core.records import TransientError
 
+#: S3 error codes that mean "no such object" (as opposed to an outage).
+S3_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
+
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
@@ -151,7 +154,7 @@ class S3Store:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if exc.response.get("Error", {}).get("Code") in S3_NOT_FOUND:
                 return False
             raise TransientError(f"S3 head {key}: {exc}") from exc
 

@@ -7,6 +7,7 @@ a decompression bomb is refused before a single row of it is decoded.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import struct
 import unicodedata
@@ -35,6 +36,8 @@ _EXTENSION_FORMATS = {
     "bmp": "BMP",
     "tif": "TIFF", "tiff": "TIFF",
 }
+#: File extensions (lower case, no dot) read as images, wherever a name is all there is.
+IMAGE_EXTENSIONS = frozenset(_EXTENSION_FORMATS)
 _MIME_FORMATS = {
     "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG",
     "image/png": "PNG", "image/x-png": "PNG", "image/apng": "PNG",
@@ -123,16 +126,9 @@ def validate_image(data: bytes, declared_ext: str | None, content_type: str | No
     return ImageInfo(format=fmt, mode=mode, width=width, height=height, ext=ext, mime=mime)
 
 
-def decode_check(data: bytes) -> None:
-    """Decode every pixel once: a JPEG cut off mid-scan has a valid header and passes
-    verify(), and only a full decode (with LOAD_TRUNCATED_IMAGES off) notices."""
-    try:
-        with Image.open(BytesIO(data)) as img:
-            img.load()
-    except _BOMB_ERRORS as exc:
-        raise Rejected(Reason.DECOMPRESSION_BOMB, str(exc)) from exc
-    except _DECODE_ERRORS as exc:
-        raise Rejected(Reason.CORRUPT_IMAGE, f"truncated or corrupt: {exc}") from exc
+def is_image_name(name: str) -> bool:
+    """True when a file or object name has an image extension."""
+    return posixpath.splitext(name)[1][1:].lower() in IMAGE_EXTENSIONS
 
 
 def validate_text(data: bytes, max_chars: int) -> str:

@@ -64,7 +64,7 @@ class Job(Base):
 
 
 class Chunk(Base):
-    """One task's worth of items; a stage's timestamp set means that stage is done."""
+    """One task's worth of items; ``chunk_stages`` says which stages it has done."""
 
     __tablename__ = "chunks"
     __table_args__ = (UniqueConstraint("job_id", "chunk_no"),)
@@ -75,10 +75,16 @@ class Chunk(Base):
     batch_no: Mapped[int] = mapped_column(Integer)
     first_ordinal: Mapped[int] = mapped_column(Integer)
     n_items: Mapped[int] = mapped_column(Integer)
-    ingested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    preprocessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    embedded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    labelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ChunkStage(Base):
+    """A chunk stage done: one row per (chunk, stage), so a new stage needs no migration."""
+
+    __tablename__ = "chunk_stages"
+
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(40), primary_key=True)
+    done_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Batch(Base):
@@ -91,6 +97,8 @@ class Batch(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
     batch_no: Mapped[int] = mapped_column(Integer)
     n_chunks: Mapped[int] = mapped_column(Integer)
+    # Its chunks are done and it waits for its predecessor to resolve, which hands over.
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     committed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When the batch's chord was last sent; the stall watchdog re-sends a batch whose

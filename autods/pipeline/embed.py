@@ -7,41 +7,40 @@ import io
 import numpy as np
 from sqlalchemy import select, update
 
-from autods.db.models import Asset, Chunk, Feature, Item, Job, utcnow
+from autods.core.records import ItemStatus, Modality
+from autods.db.models import Asset, Feature, Item
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore
+from autods.pipeline.chunks import ChunkWork, in_chunk
 from autods.pipeline.runtime import Runtime
 
 
-def embed_chunk(rt: Runtime, job_id: int, chunk_no: int) -> dict[str, int]:
+def embed(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     """Embed assets of the chunk that have no embedding yet; rows refer to the matrix."""
     with session_scope(rt.engine) as db:
-        chunk = db.scalar(select(Chunk).where(Chunk.job_id == job_id, Chunk.chunk_no == chunk_no))
-        if chunk.embedded_at is not None:
-            return {"skipped": chunk.n_items}
-        dataset_id = db.scalar(select(Job.dataset_id).where(Job.id == job_id))
         todo = db.execute(
             select(Asset.id, Asset.modality, Asset.storage_key).distinct()
             .join(Item, Item.asset_id == Asset.id)
             .outerjoin(Feature, Feature.asset_id == Asset.id)
-            .where(Item.job_id == job_id, Item.chunk_no == chunk_no, Item.status == "ingested",
+            .where(in_chunk(Item, work), Item.status == ItemStatus.INGESTED,
                    Feature.embedding_key.is_(None))
             .order_by(Asset.id)
         ).all()
 
     store = rt.store()
     updates: list[dict] = []
-    for modality in ("image", "text"):
+    for modality in Modality:
         assets = [(a, key) for a, m, key in todo if m == modality]
         if not assets:
             continue
         blobs = [store.get(key) for _, key in assets]
         embedder = rt.embedder
-        if modality == "image":
+        if modality == Modality.IMAGE:
             matrix = embedder.embed_images(blobs)
         else:
             matrix = embedder.embed_texts([b.decode("utf-8") for b in blobs])
-        key = f"embeddings/{dataset_id}/{job_id}/{chunk_no:06d}-{modality}.npy"
+        key = (f"embeddings/{work.dataset_id}/{work.job_id}/"
+               f"{work.chunk_no:06d}-{modality.value}.npy")
         buf = io.BytesIO()
         np.save(buf, matrix, allow_pickle=False)
         store.put(key, buf.getvalue())
@@ -53,6 +52,4 @@ def embed_chunk(rt: Runtime, job_id: int, chunk_no: int) -> dict[str, int]:
                       conflict=("asset_id",))
         if updates:
             db.execute(update(Feature), updates)
-        db.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.chunk_no == chunk_no)
-                   .values(embedded_at=utcnow()))
     return {"embedded": len(updates)}

@@ -11,11 +11,12 @@ from sqlalchemy import select, update
 
 from autods.core.fetch import REMOTE_SCHEMES
 from autods.core.hashing import sha256_hex
-from autods.core.records import Modality, Reason, Rejected
+from autods.core.records import ItemStatus, Modality, Reason, Rejected
 from autods.core.validate import clean_caption, validate_image, validate_text
-from autods.db.models import Asset, Chunk, Item, Job, utcnow
+from autods.db.models import Asset, Item, utcnow
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore
+from autods.pipeline.chunks import ChunkWork, in_chunk
 from autods.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -82,22 +83,17 @@ def _ingest_one(rt: Runtime, item: _Input) -> _Outcome:
                     clean_caption(caption))
 
 
-def ingest_chunk(rt: Runtime, job_id: int, chunk_no: int) -> dict[str, int]:
+def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     """Ingest the pending items of one chunk; a re-delivered chunk does only what is left."""
     with session_scope(rt.engine) as db:
-        chunk = db.scalar(select(Chunk).where(Chunk.job_id == job_id, Chunk.chunk_no == chunk_no))
-        if chunk.ingested_at is not None:
-            return {"skipped": chunk.n_items}
-        dataset_id = db.scalar(select(Job.dataset_id).where(Job.id == job_id))
         inputs = [
             _Input(i.id, i.modality, i.uri, i.text, i.caption, i.caption_uri, i.reason)
             for i in db.scalars(select(Item).where(
-                Item.job_id == job_id, Item.chunk_no == chunk_no, Item.status == "pending"
-            ).order_by(Item.ordinal))
+                in_chunk(Item, work), Item.status == ItemStatus.PENDING).order_by(Item.ordinal))
         ]
     with ThreadPoolExecutor(_threads(rt, inputs)) as pool:
         outcomes = list(pool.map(lambda item: _ingest_one(rt, item), inputs))
-    _record(rt, dataset_id, job_id, chunk_no, outcomes)
+    _record(rt, work.dataset_id, outcomes)
     ok = sum(o.reason is None for o in outcomes)
     return {"ingested": ok, "failed": len(outcomes) - ok}
 
@@ -109,8 +105,7 @@ def _threads(rt: Runtime, inputs: list[_Input]) -> int:
     return max(1, min(rt.settings.fetch.threads, remote))
 
 
-def _record(rt: Runtime, dataset_id: int, job_id: int, chunk_no: int,
-            outcomes: list[_Outcome]) -> None:
+def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome]) -> None:
     """Assets by content (the unique constraint settles races), then every item's fate."""
     good = [o for o in outcomes if o.reason is None]
     now = utcnow()
@@ -124,17 +119,15 @@ def _record(rt: Runtime, dataset_id: int, job_id: int, chunk_no: int,
         ids = dict(db.execute(select(Asset.sha256, Asset.id).where(
             Asset.dataset_id == dataset_id, Asset.sha256.in_({o.sha256 for o in good}))).all())
         ok_rows = [
-            {"id": o.item_id, "status": "ingested", "asset_id": ids[o.sha256],
+            {"id": o.item_id, "status": ItemStatus.INGESTED, "asset_id": ids[o.sha256],
              "caption": o.caption, "ingested_at": now}
             for o in good
         ]
         failed_rows = [
-            {"id": o.item_id, "status": "failed", "reason": o.reason, "detail": o.detail,
+            {"id": o.item_id, "status": ItemStatus.FAILED, "reason": o.reason, "detail": o.detail,
              "ingested_at": now}
             for o in outcomes if o.reason is not None
         ]
         for rows in (ok_rows, failed_rows):
             if rows:
                 db.execute(update(Item), rows)
-        db.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.chunk_no == chunk_no)
-                   .values(ingested_at=now))

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from autods.core.label import apply_lfs, data_point
-from autods.db.models import Asset, Chunk, Feature, Item, LfVote, utcnow
+from autods.core.records import ItemStatus
+from autods.db.models import Asset, Feature, Item, LfVote
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore
+from autods.pipeline.chunks import ChunkWork, in_chunk
 from autods.pipeline.runtime import Runtime
 
 
-def label_chunk(rt: Runtime, job_id: int, chunk_no: int, lfs: str) -> dict[str, int]:
+def label(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     """Votes for every ingested item of the chunk (the LabelModel is fitted per batch)."""
-    spec = rt.label_spec(lfs)
+    spec = rt.label_spec(work.options.lfs)
     with session_scope(rt.engine) as db:
-        chunk = db.scalar(select(Chunk).where(Chunk.job_id == job_id, Chunk.chunk_no == chunk_no))
-        if chunk.labelled_at is not None:
-            return {"skipped": chunk.n_items}
         rows = db.execute(
             select(Item, Asset.nbytes, Feature.width, Feature.height, Feature.format,
                    Feature.mode)
             .join(Asset, Asset.id == Item.asset_id)
             .outerjoin(Feature, Feature.asset_id == Item.asset_id)
-            .where(Item.job_id == job_id, Item.chunk_no == chunk_no, Item.status == "ingested")
+            .where(in_chunk(Item, work), Item.status == ItemStatus.INGESTED)
             .order_by(Item.ordinal)
         ).all()
         points = [
@@ -38,6 +37,4 @@ def label_chunk(rt: Runtime, job_id: int, chunk_no: int, lfs: str) -> dict[str, 
             {"item_id": item.id, "votes": [int(v) for v in votes], "spec_version": spec.version}
             for (item, *_), votes in zip(rows, matrix, strict=True)
         ], conflict=("item_id",))
-        db.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.chunk_no == chunk_no)
-                   .values(labelled_at=utcnow()))
     return {"voted": len(points)}

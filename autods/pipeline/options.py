@@ -3,7 +3,8 @@ worker's preloads) before it imports the database layer that planning uses."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from autods.config import Settings
 
@@ -29,3 +30,13 @@ class JobOptions:
                    near_k=s.dedup.near_k, near_enabled=s.dedup.near_enabled,
                    resize=s.pipeline.resize)
         return cls(**{**asdict(base), **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> JobOptions:
+        """A job's options as stored with it (``asdict``); a key absent from an older job
+        takes the default, a key this version does not know is ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in known})
+
+    def as_params(self) -> dict[str, Any]:
+        return asdict(self)

@@ -6,12 +6,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 from sqlalchemy import select
 
-from autods.core.records import SourceItem
+from autods.core.records import ItemStatus, JobState, SourceItem
 from autods.core.sources import iter_source
 from autods.core.validate import clean_caption
 from autods.db.models import Batch, Chunk, Dataset, Item, Job, utcnow
@@ -30,7 +29,7 @@ def normalise_source(spec: str) -> str:
 
 
 def fingerprint(sources: list[str], dataset: str, options: JobOptions) -> str:
-    payload = json.dumps([sources, dataset, asdict(options)], sort_keys=True)
+    payload = json.dumps([sources, dataset, options.as_params()], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -40,7 +39,8 @@ def find_resumable(rt: Runtime, sources: list[str], dataset: str, options: JobOp
     fp = fingerprint([normalise_source(s) for s in sources], dataset, options)
     with session_scope(rt.engine) as db:
         return db.scalar(
-            select(Job.id).where(Job.fingerprint == fp, Job.status.in_(("pending", "running")))
+            select(Job.id).where(Job.fingerprint == fp,
+                                 Job.status.in_((JobState.PENDING, JobState.RUNNING)))
             .order_by(Job.id.desc()).limit(1)
         )
 
@@ -61,7 +61,8 @@ def create_job(rt: Runtime, sources: list[str], dataset: str, options: JobOption
             ds = Dataset(name=dataset, output_url=out, near_k=options.near_k)
             db.add(ds)
             db.flush()
-        job = Job(dataset_id=ds.id, status="pending", sources=sources, params=asdict(options),
+        job = Job(dataset_id=ds.id, status=JobState.PENDING, sources=sources,
+                  params=options.as_params(),
                   fingerprint=fingerprint(sources, dataset, options))
         db.add(job)
         db.flush()
@@ -85,7 +86,7 @@ def create_job(rt: Runtime, sources: list[str], dataset: str, options: JobOption
             db.add(Batch(job_id=job_id, batch_no=batch_no, n_chunks=size))
         job = db.get(Job, job_id)
         job.n_items, job.n_chunks, job.n_batches = n_items, n_chunks, n_batches
-        job.status = "running"
+        job.status = JobState.RUNNING
         job.started_at = utcnow()
     log.info("job %d: %d items, %d chunks, %d batches", job_id, n_items, n_chunks, n_batches)
     return job_id
@@ -112,7 +113,7 @@ def _insert_items(rt: Runtime, job_id: int, items: Iterable[SourceItem], chunk_s
                 "chunk_no": item.ordinal // chunk_size, "modality": item.modality.value,
                 "uri": item.uri, "caption": clean_caption(item.caption),
                 "caption_uri": item.caption_uri, "text": item.text, "license": item.license,
-                "source": item.source, "meta": item.meta, "status": "pending",
+                "source": item.source, "meta": item.meta, "status": ItemStatus.PENDING,
                 "reason": item.error,
             }))
             count = item.ordinal + 1

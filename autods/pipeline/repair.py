@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from autods.db.models import Batch, Chunk, Job, utcnow
+from autods.core.records import JobState
+from autods.db.models import Batch, Chunk, ChunkStage, Job, utcnow
 from autods.db.session import session_scope
+from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
+from autods.pipeline.stagetable import stages_for
 
 
 def claim_stalled_batches(rt: Runtime, stall_s: float, now: datetime | None = None
@@ -35,20 +38,23 @@ def claim_stalled_batches(rt: Runtime, stall_s: float, now: datetime | None = No
     with session_scope(rt.engine) as db:
         candidates = db.execute(
             select(Batch, Job.params).join(Job, Job.id == Batch.job_id)
-            .where(Job.status.in_(("pending", "running")), Batch.committed_at.is_(None),
-                   Batch.dispatched_at < cutoff)
+            .where(Job.status.in_((JobState.PENDING, JobState.RUNNING)),
+                   Batch.committed_at.is_(None), Batch.dispatched_at < cutoff)
             .order_by(Batch.job_id, Batch.batch_no)
             .with_for_update(of=Batch, skip_locked=True)
         ).all()
         for batch, params in candidates:
-            chunks = db.execute(
-                select(_final_stage(params), _last_stage())
+            final = stages_for(JobOptions.from_params(params))[-1].name
+            done, last = db.execute(
+                select(func.count(ChunkStage.chunk_id).filter(ChunkStage.stage == final),
+                       func.max(ChunkStage.done_at))
+                .select_from(Chunk).outerjoin(ChunkStage, ChunkStage.chunk_id == Chunk.id)
                 .where(Chunk.job_id == batch.job_id, Chunk.batch_no == batch.batch_no)
-            ).all()
-            moved = [_aware(t) for t in (batch.resolved_at, *(last for _, last in chunks)) if t]
+            ).one()
+            moved = [_aware(t) for t in (batch.resolved_at, last) if t]
             if any(t >= cutoff for t in moved):
                 continue
-            header_done = all(done is not None for done, _ in chunks)
+            header_done = done == batch.n_chunks
             if header_done and batch.resolved_at is None and batch.batch_no > 0:
                 previous = db.scalar(select(Batch.resolved_at).where(
                     Batch.job_id == batch.job_id, Batch.batch_no == batch.batch_no - 1))
@@ -57,19 +63,6 @@ def claim_stalled_batches(rt: Runtime, stall_s: float, now: datetime | None = No
             batch.dispatched_at = now
             stalled.append(batch)
     return [(b.job_id, b.batch_no) for b in stalled]
-
-
-def _final_stage(params: dict):
-    """The chunk column that says a chunk's chain is done, for this job's stages."""
-    if params.get("lfs"):
-        return Chunk.labelled_at
-    return Chunk.embedded_at if params.get("embed") else Chunk.preprocessed_at
-
-
-def _last_stage():
-    """When the chunk last finished a stage (stages run in order)."""
-    return func.coalesce(Chunk.labelled_at, Chunk.embedded_at, Chunk.preprocessed_at,
-                         Chunk.ingested_at)
 
 
 def _aware(t: datetime) -> datetime:

@@ -7,14 +7,18 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from autods.db.models import Batch, Chunk, Dataset, Item, Job, Label, Shard
+from autods.core.records import ItemStatus, JobState
+from autods.db.models import Batch, Chunk, ChunkStage, Dataset, Item, Job, Label, Shard
 from autods.db.session import session_scope
+from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
+from autods.pipeline.stagetable import stages_for
 
 
 @dataclass(slots=True)
 class JobStatus:
-    """One snapshot: per-stage items done, per-status counts, reasons, shards."""
+    """One snapshot: items done per stage (the job's chunk stages in table order, then
+    ``dedup`` and ``shard``), per-status counts, reasons, shards."""
 
     job_id: int
     dataset: str
@@ -33,7 +37,15 @@ class JobStatus:
 
     @property
     def done(self) -> bool:
-        return self.status in ("succeeded", "failed")
+        return JobState(self.status).final
+
+    @property
+    def options(self) -> JobOptions:
+        return JobOptions.from_params(self.params)
+
+    @property
+    def published(self) -> int:
+        return self.statuses.get(ItemStatus.PUBLISHED, 0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,14 +56,13 @@ def job_status(rt: Runtime, job_id: int) -> JobStatus:
         job = db.get(Job, job_id)
         if job is None:
             raise KeyError(f"no job {job_id}")
+        options = JobOptions.from_params(job.params)
         dataset = db.get(Dataset, job.dataset_id)
-        stage_cols = {"ingest": Chunk.ingested_at, "preprocess": Chunk.preprocessed_at,
-                      "embed": Chunk.embedded_at, "label": Chunk.labelled_at}
-        stages = {
-            name: int(db.scalar(select(func.coalesce(func.sum(Chunk.n_items), 0)).where(
-                Chunk.job_id == job_id, col.is_not(None))))
-            for name, col in stage_cols.items()
-        }
+        stages = {s.name: 0 for s in stages_for(options)}
+        stages.update({name: int(n) for name, n in db.execute(
+            select(ChunkStage.stage, func.sum(Chunk.n_items))
+            .join(Chunk, Chunk.id == ChunkStage.chunk_id)
+            .where(Chunk.job_id == job_id).group_by(ChunkStage.stage)).all()})
         resolved = db.scalar(select(func.coalesce(func.sum(Chunk.n_items), 0))
                              .join(Batch, (Batch.job_id == Chunk.job_id)
                                    & (Batch.batch_no == Chunk.batch_no))

@@ -16,7 +16,8 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init
 
 from autods.config import Settings
-from autods.tasks.routing import PRELOADS, ROUTES, task_queues
+from autods.pipeline.stagetable import BATCH_QUEUE, preloads_for_queues, queues
+from autods.tasks.routing import routes, task_queues
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
         result_backend_transport_options=(
             {"global_keyprefix": broker.key_prefix} if broker.key_prefix else {}),
         task_queues=task_queues(),
-        task_routes=ROUTES,
-        task_default_queue="ingest",
+        task_routes=routes(),
+        task_default_queue=queues()[0],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
@@ -115,12 +116,12 @@ def _filesystem_options(result_backend: str) -> dict:
     }
 
 
-def preload_modules(setting: str, queues: Iterable[str]) -> list[str]:
-    """The modules a worker on ``queues`` preloads under ``AUTODS_WORKER_PRELOAD``."""
+def preload_modules(setting: str, consumed: Iterable[str]) -> list[str]:
+    """The modules a worker on ``consumed`` queues preloads under ``AUTODS_WORKER_PRELOAD``."""
     if setting == "none":
         return []
     if setting == "auto":
-        return [m for q in queues for m in PRELOADS.get(q, ())]
+        return preloads_for_queues(consumed)
     return [m.strip() for m in setting.split(",") if m.strip()]
 
 
@@ -128,8 +129,8 @@ def preload_modules(setting: str, queues: Iterable[str]) -> list[str]:
 def _preload_heavy_modules(sender, **_) -> None:
     import importlib
 
-    queues = sender.app.amqp.queues.consume_from or {}
-    for name in preload_modules(Settings().worker.preload, queues):
+    consumed = sender.app.amqp.queues.consume_from or {}
+    for name in preload_modules(Settings().worker.preload, consumed):
         try:
             importlib.import_module(name)
         except ImportError:  # an optional extra that this worker does not have
@@ -137,7 +138,7 @@ def _preload_heavy_modules(sender, **_) -> None:
 
 
 class StallWatchdog(bootsteps.StartStopStep):
-    """On workers that consume the ``shard`` queue, send ``autods.job.repair`` every
+    """On workers that consume the batch queue (``shard``), send ``autods.job.repair`` every
     ``AUTODS_PIPELINE_STALL_CHECK_INTERVAL_S``: a timer in the worker, so no beat process
     has to be deployed. Several watchdogs are harmless; each stalled batch is claimed once.
     """
@@ -150,7 +151,8 @@ class StallWatchdog(bootsteps.StartStopStep):
 
     def start(self, worker) -> None:
         pipeline = Settings().pipeline
-        if pipeline.stall_timeout_s <= 0 or "shard" not in worker.app.amqp.queues.consume_from:
+        consumed = worker.app.amqp.queues.consume_from or {}
+        if pipeline.stall_timeout_s <= 0 or BATCH_QUEUE not in consumed:
             return
         self.tref = worker.timer.call_repeatedly(
             pipeline.stall_check_interval_s, self._check, (worker.app,), priority=10)

@@ -22,7 +22,7 @@ from PIL import Image
 
 import autods
 from autods.embedded import WorkerProcess
-from autods.sampledata import near_duplicate_bytes, structured_image
+from examples.sampledata import near_duplicate_bytes, structured_image
 from tests.integration.conftest import service_settings
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from autods.embedded import WorkerProcess
-from autods.sampledata import structured_image
+from examples.sampledata import structured_image
 from tests.integration.conftest import service_settings
 
 pytestmark = pytest.mark.integration

@@ -60,9 +60,9 @@ def memory_worker(runtime: Runtime):
     """A real worker (thread pool) consuming every queue of the in-memory broker."""
     from celery.contrib.testing.worker import start_worker
 
+    from autods.pipeline.stagetable import queues
     from autods.tasks.app import app
-    from autods.tasks.routing import QUEUES
 
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                      queues=list(QUEUES), shutdown_timeout=30) as worker:
+                      queues=list(queues()), shutdown_timeout=30) as worker:
         yield worker

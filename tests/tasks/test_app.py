@@ -6,7 +6,8 @@ import pytest
 from celery import Celery
 
 from autods.config import Settings
-from autods.embedded import _preloads
+from autods.pipeline.options import JobOptions
+from autods.pipeline.stagetable import preloads_for_job
 from autods.tasks.app import configure, preload_modules
 
 
@@ -31,8 +32,8 @@ def test_auto_preload_follows_the_queues_a_worker_consumes() -> None:
 
 
 def test_an_embedded_build_preloads_only_what_its_stages_use() -> None:
-    bare = _preloads(embed=False, lfs=None).split(",")
+    bare = preloads_for_job(JobOptions(embed=False, lfs=None))
     assert bare == ["scipy.fftpack", "pyarrow.parquet", "pandas"]
-    full = _preloads(embed=True, lfs="examples.sample_lfs").split(",")
+    full = preloads_for_job(JobOptions(embed=True, lfs="examples.sample_lfs"))
     assert {"torch", "open_clip", "snorkel.labeling", "snorkel.labeling.model"} <= set(full)
     assert len(full) == len(set(full))

@@ -21,14 +21,14 @@ def _run(rt, job_id, timeout=120):
 
 
 def test_chain_skips_stages_that_are_off():
-    names = [t.task for t in chunk_chain(1, 0, embed=False, lfs=None).tasks]
+    names = [t.task for t in chunk_chain(1, 0, JobOptions(embed=False, lfs=None)).tasks]
     assert names == ["autods.ingest.chunk", "autods.preprocess.chunk"]
-    names = [t.task for t in chunk_chain(1, 0, embed=True, lfs="m").tasks]
+    names = [t.task for t in chunk_chain(1, 0, JobOptions(embed=True, lfs="m")).tasks]
     assert names[2:] == ["autods.embed.chunk", "autods.label.chunk"]
 
 
 def test_batch_chord_header_is_the_batch_chunks_and_callback_publishes():
-    sig = batch_chord(7, 2, [8, 9, 10], embed=False, lfs=None)
+    sig = batch_chord(7, 2, [8, 9, 10], JobOptions(embed=False))
     assert len(sig.tasks) == 3
     assert sig.body.task == "autods.publish.batch"
     assert sig.body.kwargs == {"job_id": 7, "batch_no": 2}
@@ -67,15 +67,15 @@ def test_transient_errors_are_retried_until_the_chunk_succeeds(runtime, memory_w
     job = create_job(runtime, [str(tmp_path / "in")], "ds",
                      JobOptions(chunk_size=4, batch_size=8, embed=False),
                      output_url=(tmp_path / "out").as_uri())
-    real, calls = ingest.ingest_chunk, []
+    real, calls = ingest.ingest, []
 
-    def flaky(rt, job_id, chunk_no):
-        calls.append(chunk_no)
+    def flaky(rt, work):
+        calls.append(work.chunk_no)
         if len(calls) == 1:
             raise TransientError("object store unavailable")
-        return real(rt, job_id, chunk_no)
+        return real(rt, work)
 
-    monkeypatch.setattr(ingest, "ingest_chunk", flaky)
+    monkeypatch.setattr(ingest, "ingest", flaky)
 
     status = _run(runtime, job)
 
@@ -89,14 +89,14 @@ def test_a_bug_in_a_chunk_fails_the_job_with_its_error(runtime, memory_worker, t
     job = create_job(runtime, [str(tmp_path / "in")], "ds",
                      JobOptions(chunk_size=4, batch_size=8, embed=False),
                      output_url=(tmp_path / "out").as_uri())
-    real = preprocess.preprocess_chunk
+    real = preprocess.preprocess
 
-    def broken(rt, job_id, chunk_no):
-        if chunk_no == 1:
+    def broken(rt, work):
+        if work.chunk_no == 1:
             raise ZeroDivisionError("a bug, not bad input")
-        return real(rt, job_id, chunk_no)
+        return real(rt, work)
 
-    monkeypatch.setattr(preprocess, "preprocess_chunk", broken)
+    monkeypatch.setattr(preprocess, "preprocess", broken)
 
     status = _run(runtime, job)
 
@@ -118,7 +118,7 @@ def test_a_later_job_dedups_against_what_the_dataset_already_published(
         runtime, memory_worker, tmp_path):
     from PIL import Image
 
-    from autods.sampledata import near_duplicate_bytes
+    from examples.sampledata import near_duplicate_bytes
 
     first = image_folder(tmp_path / "first", n_unique=4)
     (tmp_path / "second").mkdir()

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from autods.db.models import Batch, Chunk, Job, utcnow
+from autods.db.models import Batch, Chunk, ChunkStage, Job, utcnow
 from autods.db.session import session_scope
 from autods.pipeline.plan import JobOptions, create_job
 from autods.pipeline.repair import claim_stalled_batches
@@ -27,10 +27,11 @@ def _job_of_two_batches(rt, tmp_path) -> int:
     return job
 
 
-def _set_chunks(rt, job: int, batch_no: int, **values) -> None:
+def _finish(rt, job: int, batch_no: int, at, *stages: str) -> None:
+    """Record ``stages`` as done at ``at`` for every chunk of the batch."""
     with session_scope(rt.engine) as db:
-        db.execute(update(Chunk).where(Chunk.job_id == job, Chunk.batch_no == batch_no)
-                   .values(**values))
+        ids = db.scalars(select(Chunk.id).where(Chunk.job_id == job, Chunk.batch_no == batch_no))
+        db.add_all([ChunkStage(chunk_id=i, stage=s, done_at=at) for i in ids for s in stages])
 
 
 def test_batches_without_progress_are_claimed_once_per_stall_timeout(runtime, tmp_path):
@@ -44,7 +45,7 @@ def test_batches_without_progress_are_claimed_once_per_stall_timeout(runtime, tm
 
 def test_a_batch_with_recent_progress_is_not_stalled(runtime, tmp_path):
     job = _job_of_two_batches(runtime, tmp_path)
-    _set_chunks(runtime, job, 0, ingested_at=utcnow())
+    _finish(runtime, job, 0, utcnow(), "ingest")
 
     assert claim_stalled_batches(runtime, 60) == [(job, 1)]
 
@@ -52,7 +53,7 @@ def test_a_batch_with_recent_progress_is_not_stalled(runtime, tmp_path):
 def test_a_finished_batch_waiting_for_its_predecessor_is_not_stalled(runtime, tmp_path):
     job = _job_of_two_batches(runtime, tmp_path)
     old = utcnow() - timedelta(hours=1)
-    _set_chunks(runtime, job, 1, ingested_at=old, preprocessed_at=old)
+    _finish(runtime, job, 1, old, "ingest", "preprocess")
 
     assert claim_stalled_batches(runtime, 60) == [(job, 0)]
     with session_scope(runtime.engine) as db:

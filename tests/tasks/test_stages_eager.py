@@ -8,10 +8,11 @@ import io
 import numpy as np
 from sqlalchemy import func, select
 
-from autods.db.models import Asset, Chunk, Feature, Item, LfVote, PhashBand, Shard
+from autods.db.models import Asset, ChunkStage, Feature, Item, LfVote, PhashBand, Shard
 from autods.db.session import session_scope
 from autods.pipeline.plan import JobOptions, create_job
 from autods.tasks import stages
+from autods.tasks.stages import CHUNK_TASKS
 from tests.datagen import image_folder
 
 
@@ -25,7 +26,7 @@ def test_ingest_chunk_stores_each_content_once_and_records_reasons(eager, tmp_pa
     exp = image_folder(tmp_path / "in", n_unique=3, n_exact=1, bad=True)
     job = create_job(eager, [str(tmp_path / "in")], "d", JobOptions(chunk_size=16, embed=False))
 
-    result = stages.ingest_chunk.delay(job, 0).get()
+    result = CHUNK_TASKS["ingest"].delay(job, 0).get()
 
     assert result == {"ingested": 5, "failed": 2}  # the truncated JPEG fails later
     items = _items(eager, job)
@@ -43,8 +44,8 @@ def test_ingest_chunk_stores_each_content_once_and_records_reasons(eager, tmp_pa
 def test_redelivered_chunk_is_skipped(eager, tmp_path):
     image_folder(tmp_path / "in", n_unique=2)
     job = create_job(eager, [str(tmp_path / "in")], "d", JobOptions(chunk_size=16, embed=False))
-    stages.ingest_chunk.delay(job, 0).get()
-    assert stages.ingest_chunk.delay(job, 0).get() == {"skipped": 2}
+    CHUNK_TASKS["ingest"].delay(job, 0).get()
+    assert CHUNK_TASKS["ingest"].delay(job, 0).get() == {"skipped": 2}
     with session_scope(eager.engine) as db:
         assert db.scalar(select(func.count()).select_from(Asset)) == 2
 
@@ -52,9 +53,9 @@ def test_redelivered_chunk_is_skipped(eager, tmp_path):
 def test_preprocess_hashes_assets_and_fails_undecodable_ones(eager, tmp_path):
     image_folder(tmp_path / "in", n_unique=3, bad=True)
     job = create_job(eager, [str(tmp_path / "in")], "d", JobOptions(chunk_size=16, embed=False))
-    stages.ingest_chunk.delay(job, 0).get()
+    CHUNK_TASKS["ingest"].delay(job, 0).get()
 
-    stages.preprocess_chunk.delay(job, 0).get()
+    CHUNK_TASKS["preprocess"].delay(job, 0).get()
 
     items = _items(eager, job)
     assert items["zz_truncated.jpg"].status == "failed"
@@ -64,7 +65,7 @@ def test_preprocess_hashes_assets_and_fails_undecodable_ones(eager, tmp_path):
         assert len(feats) == 3 and {(f.width, f.height, f.format) for f in feats} == {
             (96, 96, "JPEG")}
         assert db.scalar(select(func.count()).select_from(PhashBand)) == 3 * 5
-        assert db.scalar(select(Chunk.preprocessed_at).where(Chunk.job_id == job)) is not None
+        assert set(db.scalars(select(ChunkStage.stage))) == {"ingest", "preprocess"}
 
 
 def test_embed_and_label_stages_write_vectors_and_votes(eager, tmp_path, monkeypatch):
@@ -77,11 +78,11 @@ def test_embed_and_label_stages_write_vectors_and_votes(eager, tmp_path, monkeyp
     image_folder(tmp_path / "in", n_unique=3)
     job = create_job(eager, [str(tmp_path / "in")], "d",
                      JobOptions(chunk_size=16, embed=True, lfs="eager_lfs"))
-    stages.ingest_chunk.delay(job, 0).get()
-    stages.preprocess_chunk.delay(job, 0).get()
+    CHUNK_TASKS["ingest"].delay(job, 0).get()
+    CHUNK_TASKS["preprocess"].delay(job, 0).get()
 
-    assert stages.embed_chunk.delay(job, 0).get() == {"embedded": 3}
-    assert stages.label_chunk.delay(job, 0, "eager_lfs").get() == {"voted": 3}
+    assert CHUNK_TASKS["embed"].delay(job, 0).get() == {"embedded": 3}
+    assert CHUNK_TASKS["label"].delay(job, 0).get() == {"voted": 3}
 
     with session_scope(eager.engine) as db:
         feats = db.scalars(select(Feature)).all()
@@ -99,8 +100,8 @@ def test_publish_batch_writes_shards_with_duplicates_dropped(eager, tmp_path):
     job = create_job(eager, [str(tmp_path / "in")], "d",
                      JobOptions(chunk_size=4, batch_size=8, shard_size=4, embed=False))
     for chunk in range(2):
-        stages.ingest_chunk.delay(job, chunk).get()
-        stages.preprocess_chunk.delay(job, chunk).get()
+        CHUNK_TASKS["ingest"].delay(job, chunk).get()
+        CHUNK_TASKS["preprocess"].delay(job, chunk).get()
 
     written = stages.publish_batch.apply(kwargs={"job_id": job, "batch_no": 0}).get()
 
@@ -131,7 +132,7 @@ def test_private_and_loopback_urls_are_refused_without_a_request(eager, tmp_path
                         lambda self, addr: connects.append(addr) or real_connect(self, addr))
     job = create_job(eager, [str(tmp_path / "urls.txt")], "d", JobOptions(embed=False))
 
-    assert stages.ingest_chunk.delay(job, 0).get() == {"ingested": 0, "failed": len(urls)}
+    assert CHUNK_TASKS["ingest"].delay(job, 0).get() == {"ingested": 0, "failed": len(urls)}
 
     assert {i.reason for i in _items(eager, job).values()} == {"blocked_private_address"}
     assert connects == []

@@ -16,12 +16,15 @@ from sqlalchemy import select, update
 
 from autods.core.records import SourceItem
 from autods.core.s3events import CreatedObject
-from autods.core.sources import IMAGE_EXTENSIONS
+from autods.core.validate import is_image_name
 from autods.db.models import S3Event
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore
-from autods.pipeline.plan import JobOptions, create_job
+from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
+
+#: ``start_job``'s shape (``autods.tasks.canvas``): plan the items given, send the job.
+StartJob = Callable[..., int]
 
 
 @dataclass(slots=True)
@@ -32,15 +35,10 @@ class EventOutcome:
     ignored: int
 
 
-def _is_image(key: str) -> bool:
-    return "." in key and "." + key.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS
-
-
 def ingest_created(rt: Runtime, objects: list[CreatedObject], dataset: str,
-                   options: JobOptions, dispatch: Callable[[Runtime, int], object]
-                   ) -> EventOutcome:
-    """Claim new objects, start one job for them, and send it with ``dispatch``."""
-    images = [o for o in objects if _is_image(o.key)]
+                   options: JobOptions, start: StartJob) -> EventOutcome:
+    """Claim new objects and start one job for them with ``start``."""
+    images = [o for o in objects if is_image_name(o.key)]
     unique = list({o.dedup_key: o for o in images}.values())
     claim = uuid.uuid4().hex
     with session_scope(rt.engine) as db:
@@ -56,8 +54,7 @@ def ingest_created(rt: Runtime, objects: list[CreatedObject], dataset: str,
         return outcome
     items = [SourceItem(ordinal=i, uri=o.uri, source=f"s3-event:{o.bucket}")
              for i, o in enumerate(fresh)]
-    outcome.job_id = create_job(rt, [o.uri for o in fresh], dataset, options, items=items)
+    outcome.job_id = start(rt, [o.uri for o in fresh], dataset, options, items=items)
     with session_scope(rt.engine) as db:
         db.execute(update(S3Event).where(S3Event.claim == claim).values(job_id=outcome.job_id))
-    dispatch(rt, outcome.job_id)
     return outcome

@@ -1,0 +1,197 @@
+"""Resolve a batch: settle duplicates and labels in input order, and plan its shards.
+
+What survives must depend only on input order, so batches resolve strictly one after
+another. A batch whose chunks are done marks itself ready; if its predecessor has not
+resolved yet it stops there, and the predecessor hands over when it resolves. Both sides
+write first and read second in one transaction, so whichever commits last sees the
+other: exactly one of them goes on, and nothing polls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import numpy as np
+from sqlalchemy import func, select, update
+
+from autods.core.dedup import Candidate, NearIndex, resolve
+from autods.core.hashing import bands
+from autods.core.label import ABSTAIN, fit_predict
+from autods.core.records import ItemStatus
+from autods.db.models import (
+    Asset,
+    Batch,
+    Chunk,
+    Dataset,
+    Feature,
+    Item,
+    Job,
+    Label,
+    LfVote,
+    PhashBand,
+    Shard,
+    utcnow,
+)
+from autods.db.session import session_scope
+from autods.pipeline.options import JobOptions
+from autods.pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _batch(job_id: int, batch_no: int):
+    return (Batch.job_id == job_id) & (Batch.batch_no == batch_no)
+
+
+def take_turn(rt: Runtime, job_id: int, batch_no: int) -> bool:
+    """Mark the batch ready; True when it may resolve now (its predecessor has resolved).
+
+    False means the predecessor is still open and will hand over when it resolves.
+    """
+    with session_scope(rt.engine) as db:
+        # Always a write, even when redelivered: the write is what orders the two sides.
+        db.execute(update(Batch).where(_batch(job_id, batch_no))
+                   .values(ready_at=func.coalesce(Batch.ready_at, utcnow())))
+        if batch_no == 0:
+            return True
+        previous = db.scalar(select(Batch.resolved_at).where(_batch(job_id, batch_no - 1)))
+        return previous is not None
+
+
+def resolve_batch(rt: Runtime, job_id: int, batch_no: int) -> bool:
+    """Dedup verdicts, labels and shard plan for one batch, in one transaction.
+
+    Returns True when the next batch is ready and unresolved: the caller hands over to it.
+    A batch resolved before (a redelivered callback) is not resolved again, but still
+    hands over, in case the first delivery died before it could.
+    """
+    with session_scope(rt.engine) as db:
+        # Claim it: of two deliveries at once, the second waits on the row and finds it
+        # resolved. The claim rolls back with everything else if resolving fails.
+        claimed = db.execute(update(Batch).where(_batch(job_id, batch_no),
+                                                 Batch.resolved_at.is_(None))
+                             .values(resolved_at=utcnow())).rowcount
+        if claimed:
+            _resolve(rt, db, job_id, batch_no)
+        after = db.execute(select(Batch.ready_at, Batch.resolved_at)
+                           .where(_batch(job_id, batch_no + 1)).with_for_update()).first()
+    return after is not None and after.ready_at is not None and after.resolved_at is None
+
+
+def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> None:
+    job = db.get(Job, job_id)
+    options = JobOptions.from_params(job.params)
+    # Serialise resolution per dataset: concurrent jobs on one dataset take turns.
+    dataset = db.scalar(select(Dataset).where(Dataset.id == job.dataset_id).with_for_update())
+    chunks = select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
+    rows = db.execute(
+        select(Item.id, Item.ordinal, Item.asset_id, Feature.phash, Asset.kept_item_id)
+        .join(Asset, Asset.id == Item.asset_id)
+        .outerjoin(Feature, Feature.asset_id == Item.asset_id)
+        .where(Item.job_id == job_id, Item.chunk_no.in_(chunks),
+               Item.status == ItemStatus.INGESTED)
+        .order_by(Item.ordinal)
+    ).all()
+    candidates = [Candidate(r.id, r.ordinal, r.asset_id, r.phash) for r in rows]
+    published = {r.asset_id: r.kept_item_id for r in rows if r.kept_item_id is not None}
+    near = None
+    if options.near_enabled:
+        near = NearIndex(dataset.near_k)
+        for item_id, phash in _published_neighbours(db, dataset, candidates):
+            near.add(item_id, phash)
+    verdicts = resolve(candidates, published, near)
+    _record_verdicts(db, verdicts, {c.item_id: c.asset_id for c in candidates})
+    kept = [v.item_id for v in verdicts if v.status == ItemStatus.PUBLISHED]
+    if options.lfs:
+        _fit_labels(rt, db, options.lfs, kept)
+    _plan_shards(db, job_id, options.shard_size, dataset, batch_no, kept)
+
+
+def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
+    """(item, pHash) of already published assets sharing a band with any candidate."""
+    per_band: dict[int, set[int]] = defaultdict(set)
+    for c in candidates:
+        if c.phash is not None:
+            for n, v in enumerate(bands(c.phash, dataset.near_k)):
+                per_band[n].add(v)
+    # One band at a time, so each lookup is a range of the (dataset, band, value) index
+    # rather than a row-value list the planner may answer with a scan.
+    seen: set[int] = set()
+    for band_no, values in sorted(per_band.items()):
+        ordered = sorted(values)
+        for start in range(0, len(ordered), 5000):
+            rows = db.execute(
+                select(Asset.kept_item_id, Feature.phash)
+                .join(PhashBand, PhashBand.asset_id == Asset.id)
+                .join(Feature, Feature.asset_id == Asset.id)
+                .where(PhashBand.dataset_id == dataset.id, PhashBand.band_no == band_no,
+                       PhashBand.value.in_(ordered[start:start + 5000]),
+                       Asset.kept_item_id.is_not(None))
+            ).all()
+            for item_id, phash in rows:
+                if item_id not in seen:
+                    seen.add(item_id)
+                    yield item_id, phash
+
+
+def _record_verdicts(db, verdicts, asset_of: dict[int, int]) -> None:
+    rows = [
+        {"id": v.item_id, "status": v.status, "duplicate_of": v.duplicate_of,
+         "dedup_rule": v.rule,
+         "reason": None if v.status == ItemStatus.PUBLISHED else v.status}
+        for v in verdicts
+    ]
+    if rows:
+        db.execute(update(Item), rows)
+    kept = [{"id": asset_of[v.item_id], "kept_item_id": v.item_id}
+            for v in verdicts if v.status == ItemStatus.PUBLISHED]
+    if kept:
+        db.execute(update(Asset), kept)
+
+
+def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> None:
+    """Fit the LabelModel on the batch's published items and store one label per item."""
+    spec = rt.label_spec(lfs)
+    votes = dict(db.execute(select(LfVote.item_id, LfVote.votes)
+                            .where(LfVote.item_id.in_(kept))).all()) if kept else {}
+    ids = [i for i in kept if i in votes]
+    matrix = np.array([votes[i] for i in ids], dtype=np.int64).reshape(len(ids), len(spec.lfs))
+    labels, confidence = fit_predict(spec, matrix, rt.settings.label.epochs,
+                                     rt.settings.label.seed)
+    db.execute(Label.__table__.delete().where(Label.item_id.in_(ids)))
+    if ids:
+        db.execute(Label.__table__.insert(), [
+            {"item_id": i, "label": int(lab),
+             "name": spec.labels[lab] if lab != ABSTAIN else None,
+             "probability": float(conf), "model_version": spec.version, "gold": False}
+            for i, lab, conf in zip(ids, labels, confidence, strict=True)
+        ])
+
+
+def _plan_shards(db, job_id: int, shard_size: int, dataset: Dataset, batch_no: int,
+                 kept: list[int]) -> None:
+    """Group published items by member layout, cut into shards, allocate shard numbers.
+
+    A shard holds one modality and one image extension, so every sample in it has the
+    same member extensions (what Hugging Face ``datasets`` and ``wids`` require).
+    """
+    if not kept:
+        return
+    rows = db.execute(
+        select(Item.id, Item.ordinal, Item.modality, Asset.ext)
+        .join(Asset, Asset.id == Item.asset_id).where(Item.id.in_(kept)).order_by(Item.ordinal)
+    ).all()
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for r in rows:
+        groups[(r.modality, r.ext)].append(r.id)
+    assignments = []
+    for (modality, ext), ids in sorted(groups.items()):
+        for start in range(0, len(ids), shard_size):
+            name = f"shard-{dataset.next_shard_no:06d}"
+            dataset.next_shard_no += 1
+            members = ids[start:start + shard_size]
+            db.add(Shard(dataset_id=dataset.id, job_id=job_id, batch_no=batch_no, name=name,
+                         modality=modality, ext=ext, count=len(members)))
+            assignments += [{"id": i, "shard_name": name} for i in members]
+    db.execute(update(Item), assignments)

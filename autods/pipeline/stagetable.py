@@ -1,0 +1,112 @@
+"""The stage table: every stage of a job, declared once.
+
+Each chunk of a job runs the chunk stages in this order, each as a task on its stage's
+queue; when a batch's chunks are done, the batch steps (resolve duplicates and labels,
+write shards, close the job) run on ``BATCH_QUEUE``. Everything that needs the list of
+stages reads it here: the canvas that chains them, the queues and routes, what a worker
+preloads, the progress bars and job status, the stall watchdog and the CLI's default
+queues. Adding a stage is one row here plus its function (see ``autods.pipeline.chunks``
+for the contract it plugs into).
+
+Importing this module costs nothing: stage functions are named, not imported, so the
+embedded runner can read the table before it loads the database layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from autods.pipeline.options import JobOptions
+
+if TYPE_CHECKING:
+    from autods.pipeline.chunks import ChunkWork
+    from autods.pipeline.runtime import Runtime
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One chunk stage.
+
+    ``function`` is ``"module:function"``, called as ``function(runtime, work)``. ``when``
+    names a ``JobOptions`` field: the stage runs only for jobs where it is set (no name:
+    every job). ``preload`` is what a worker of ``queue`` imports before forking its pool;
+    ``batch_preload`` is what the batch steps import for jobs that run this stage.
+    """
+
+    name: str
+    queue: str
+    function: str
+    when: str | None = None
+    preload: tuple[str, ...] = ()
+    batch_preload: tuple[str, ...] = ()
+
+    @property
+    def task_name(self) -> str:
+        return f"autods.{self.name}.chunk"
+
+    def runs_for(self, options: JobOptions) -> bool:
+        return self.when is None or bool(getattr(options, self.when))
+
+    def load(self) -> Callable[[Runtime, ChunkWork], dict[str, int]]:
+        module, _, attr = self.function.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+CHUNK_STAGES: tuple[Stage, ...] = (
+    Stage("ingest", "ingest", "autods.pipeline.ingest:ingest"),
+    Stage("preprocess", "preprocess", "autods.pipeline.preprocess:preprocess",
+          preload=("scipy.fftpack",)),
+    Stage("embed", "gpu", "autods.pipeline.embed:embed", when="embed",
+          preload=("torch", "open_clip")),
+    # The batch step fits the LabelModel on the votes of jobs with labelling functions.
+    Stage("label", "label", "autods.pipeline.label:label", when="lfs",
+          preload=("snorkel.labeling", "snorkel.labeling.model"),
+          batch_preload=("snorkel.labeling.model",)),
+)
+
+#: Where the batch steps run: resolve, shard writing, commit, the job's end, the watchdog.
+BATCH_QUEUE = "shard"
+#: pyarrow imports pandas on its first ``Table.from_pylist``.
+BATCH_PRELOAD = ("pyarrow.parquet", "pandas")
+
+
+def stages() -> tuple[Stage, ...]:
+    """The chunk stages, read at call time (a test may add a row)."""
+    return CHUNK_STAGES
+
+
+def stage(name: str) -> Stage:
+    for s in stages():
+        if s.name == name:
+            return s
+    raise KeyError(f"no stage {name!r}")
+
+
+def stages_for(options: JobOptions) -> list[Stage]:
+    """The chunk stages a job with these options runs, in order."""
+    return [s for s in stages() if s.runs_for(options)]
+
+
+def queues() -> tuple[str, ...]:
+    """Every queue, in stage order, the batch queue last."""
+    return tuple(dict.fromkeys([*(s.queue for s in stages()), BATCH_QUEUE]))
+
+
+def preloads_for_queues(names: Iterable[str]) -> list[str]:
+    """What a worker consuming ``names`` imports before its pool forks."""
+    names = set(names)
+    modules = [m for s in stages() if s.queue in names for m in s.preload]
+    if BATCH_QUEUE in names:
+        modules += [*BATCH_PRELOAD, *(m for s in stages() for m in s.batch_preload)]
+    return list(dict.fromkeys(modules))
+
+
+def preloads_for_job(options: JobOptions) -> list[str]:
+    """What one job's stages import: the embedded worker consumes every queue, and
+    preloading torch for a ``--no-embed`` build costs seconds for nothing."""
+    run = stages_for(options)
+    modules = [m for s in run for m in s.preload]
+    modules += [*BATCH_PRELOAD, *(m for s in run for m in s.batch_preload)]
+    return list(dict.fromkeys(modules))
