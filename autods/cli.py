@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from autods.core.records import JobState
+
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Build training-ready multimodal datasets.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -72,7 +74,7 @@ def build(
     from autods.progress import summary_table
 
     console.print(summary_table(status))
-    if status.status != "succeeded":
+    if status.status != JobState.SUCCEEDED:
         console.print(f"[red]job failed:[/red] {status.error}")
         raise typer.Exit(1)
     console.print(f"dataset index: {Path(out) / 'index.json'}")
@@ -101,7 +103,7 @@ def submit(
     if wait:
         status = job.wait(progress=True)
         console.print(summary_table(status))
-        if status.status != "succeeded":
+        if status.status != JobState.SUCCEEDED:
             raise typer.Exit(1)
 
 
@@ -121,6 +123,7 @@ def status(
         return
     console.print(summary_table(st))
     console.print("stages: " + ", ".join(f"{k} {v}/{st.n_items}" for k, v in st.stages.items()))
+    console.print("batches: " + ", ".join(f"{k} {v}" for k, v in st.batches.items()))
 
 
 @app.command()

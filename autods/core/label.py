@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from autods.core.records import Modality
+
 ABSTAIN = -1
 
 
@@ -66,7 +68,7 @@ def image_property_lf(name: str, label: int, predicate: Callable[[Any], bool]):
     LabelingFunction, _ = _snorkel()
 
     def vote(x: Any) -> int:
-        return label if x.modality == "image" and x.width and predicate(x) else ABSTAIN
+        return label if x.modality == Modality.IMAGE and x.width and predicate(x) else ABSTAIN
 
     return LabelingFunction(name=name, f=vote)
 

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from autods.core.records import BatchState, ItemStatus, JobState
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -50,7 +52,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=JobState.PENDING)
     sources: Mapped[list[Any]] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
@@ -105,6 +107,14 @@ class Batch(Base):
     # chunks have not moved for a while after it.
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    @property
+    def state(self) -> BatchState:
+        if self.committed_at is not None:
+            return BatchState.COMMITTED
+        if self.resolved_at is not None:
+            return BatchState.RESOLVED
+        return BatchState.READY if self.ready_at is not None else BatchState.RUNNING
+
 
 class Asset(Base):
     """Distinct content within a dataset, stored once under a content-derived key."""
@@ -147,7 +157,7 @@ class Item(Base):
     source: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"))
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=ItemStatus.PENDING)
     reason: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(Text)
     duplicate_of: Mapped[int | None] = mapped_column(BigInteger)

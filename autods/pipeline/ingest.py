@@ -41,7 +41,7 @@ class _Outcome:
     mime: str | None = None
     ext: str | None = None
     nbytes: int = 0
-    modality: str = "image"
+    modality: str = Modality.IMAGE
     caption: str | None = None
     reason: str | None = None
     detail: str | None = None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
 
-from autods.core.records import ItemStatus, JobState
+from autods.core.records import BatchState, ItemStatus, JobState
 from autods.db.models import Batch, Chunk, ChunkStage, Dataset, Item, Job, Label, Shard
 from autods.db.session import session_scope
 from autods.pipeline.options import JobOptions
@@ -18,7 +19,7 @@ from autods.pipeline.stagetable import stages_for
 @dataclass(slots=True)
 class JobStatus:
     """One snapshot: items done per stage (the job's chunk stages in table order, then
-    ``dedup`` and ``shard``), per-status counts, reasons, shards."""
+    ``dedup`` and ``shard``), batches by state, per-status counts, reasons, shards."""
 
     job_id: int
     dataset: str
@@ -31,6 +32,7 @@ class JobStatus:
     shards: int
     shard_bytes: int
     output_url: str
+    batches: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     elapsed_s: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +70,8 @@ def job_status(rt: Runtime, job_id: int) -> JobStatus:
                                    & (Batch.batch_no == Chunk.batch_no))
                              .where(Chunk.job_id == job_id, Batch.resolved_at.is_not(None)))
         stages["dedup"] = int(resolved)
+        batches = Counter(b.state.value for b in db.scalars(
+            select(Batch).where(Batch.job_id == job_id)))
         statuses = dict(db.execute(select(Item.status, func.count()).where(
             Item.job_id == job_id).group_by(Item.status)).all())
         reasons = dict(db.execute(select(Item.reason, func.count()).where(
@@ -85,5 +89,6 @@ def job_status(rt: Runtime, job_id: int) -> JobStatus:
             job_id=job.id, dataset=dataset.name, status=job.status, n_items=job.n_items,
             stages=stages, statuses=statuses, reasons=reasons, labelled=int(labelled),
             shards=int(shards), shard_bytes=int(nbytes), output_url=dataset.output_url,
+            batches={s.value: batches[s.value] for s in BatchState if batches[s.value]},
             error=job.error, elapsed_s=elapsed, params=dict(job.params),
         )

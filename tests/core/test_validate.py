@@ -10,8 +10,8 @@ import zlib
 import pytest
 from PIL import Image, ImageFile
 
-from autods.core.records import Reason, Rejected
 from autods.core.hashing import image_features
+from autods.core.records import Reason, Rejected
 from autods.core.validate import clean_caption, validate_image, validate_text
 
 MAX_PIXELS = 1_000_000
