@@ -49,19 +49,23 @@ class WorkerProcess:
     """A ``celery worker`` child process on the given queues; stopped with a warm shutdown.
 
     It runs the same command a deployment runs, with these settings as its environment.
+    ``app`` is the Celery app to load (a module of one's own may extend the stage table
+    before it imports autods' app).
     """
 
     def __init__(self, settings: Settings, concurrency: int, logfile: Path,
-                 consumed: tuple[str, ...] | None = None, name: str | None = None) -> None:
+                 consumed: tuple[str, ...] | None = None, name: str | None = None,
+                 app: str = "autods.tasks.app:app") -> None:
         self.settings, self.concurrency, self.logfile = settings, concurrency, logfile
         self.queues = consumed or queues()
+        self.app = app
         self.name = name or f"embedded-{os.getpid()}@%h"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.settings.to_env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-        cmd = [sys.executable, "-m", "celery", "-A", "autods.tasks.app:app", "worker",
+        cmd = [sys.executable, "-m", "celery", "-A", self.app, "worker",
                "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", "prefork",
                "-n", self.name, "-E", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "--loglevel", "INFO"]

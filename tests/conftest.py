@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.local"]
+
 # No test may reach an instance metadata endpoint (a link-local address) while boto3
 # looks for credentials.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"

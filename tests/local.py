@@ -1,4 +1,6 @@
-"""A local runtime (SQLite, folder store, tiny CLIP) and the Celery app pointed at memory."""
+"""Fixtures of a local runtime (SQLite, folder store, tiny CLIP) with the Celery app on the
+in-memory broker: eager tasks, or a real worker on threads. Loaded as a plugin by
+``tests/conftest.py`` for every test that asks for them."""
 
 from __future__ import annotations
 

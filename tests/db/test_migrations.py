@@ -1,0 +1,83 @@
+"""Migration 0004 moves chunk-stage timestamps to rows and back, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from autods.db.session import engine_for
+
+STAMP = "2026-11-30 12:00:00+00:00"
+
+
+def _alembic(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location",
+                        str(Path(__file__).parents[2] / "autods" / "db" / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def url(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.sqlite'}"
+        return
+    name = f"autods_mig_{uuid.uuid4().hex[:10]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    engine_for.cache_clear()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _rows(engine, query: str) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(query))]
+
+
+def test_chunk_stage_columns_become_rows_and_come_back(url):
+    cfg = _alembic(url)
+    command.upgrade(cfg, "0003")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO datasets (id, name, output_url, near_k, next_shard_no,"
+                             " created_at) VALUES (1, 'd', 'file:///o', 4, 0, :t)"), {"t": STAMP})
+        conn.execute(sa.text("INSERT INTO jobs (id, dataset_id, status, sources, params,"
+                             " fingerprint, n_items, n_chunks, n_batches, created_at) VALUES"
+                             " (1, 1, 'running', '[]', '{}', 'f', 4, 2, 1, :t)"), {"t": STAMP})
+        conn.execute(sa.text(
+            "INSERT INTO chunks (id, job_id, chunk_no, batch_no, first_ordinal, n_items,"
+            " ingested_at, preprocessed_at, embedded_at, labelled_at) VALUES"
+            " (1, 1, 0, 0, 0, 2, :t, :t, :t, NULL), (2, 1, 1, 0, 2, 2, :t, NULL, NULL, NULL)"),
+            {"t": STAMP})
+    engine.dispose()
+
+    command.upgrade(cfg, "head")
+
+    engine = sa.create_engine(url)
+    assert sorted(_rows(engine, "SELECT chunk_id, stage FROM chunk_stages")) == [
+        (1, "embed"), (1, "ingest"), (1, "preprocess"), (2, "ingest")]
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("chunks")}
+    assert not columns & {"ingested_at", "preprocessed_at", "embedded_at", "labelled_at"}
+    assert "ready_at" in {c["name"] for c in sa.inspect(engine).get_columns("batches")}
+    engine.dispose()
+
+    command.downgrade(cfg, "0003")
+
+    engine = sa.create_engine(url)
+    back = _rows(engine, "SELECT id, ingested_at IS NOT NULL, preprocessed_at IS NOT NULL,"
+                         " embedded_at IS NOT NULL, labelled_at IS NOT NULL FROM chunks"
+                         " ORDER BY id")
+    assert [tuple(bool(v) for v in r[1:]) for r in back] == [
+        (True, True, True, False), (True, False, False, False)]
+    engine.dispose()

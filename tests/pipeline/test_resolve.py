@@ -1,0 +1,67 @@
+"""Batches resolve in input order by handing over, not by polling their predecessor."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from autods.core.records import BatchState
+from autods.db.models import Batch
+from autods.db.session import session_scope
+from autods.pipeline.chunks import run_stage
+from autods.pipeline.options import JobOptions
+from autods.pipeline.plan import create_job
+from autods.pipeline.resolve import resolve_batch, take_turn
+from tests.datagen import image_folder
+
+
+def _states(rt, job) -> list[str]:
+    with session_scope(rt.engine) as db:
+        return [b.state for b in db.scalars(
+            select(Batch).where(Batch.job_id == job).order_by(Batch.batch_no))]
+
+
+def _job_of_three_batches(rt, tmp_path) -> int:
+    image_folder(tmp_path / "in", n_unique=12)
+    job = create_job(rt, [str(tmp_path / "in")], "d",
+                     JobOptions(chunk_size=2, batch_size=4, embed=False),
+                     output_url=(tmp_path / "out").as_uri())
+    for chunk_no in range(6):
+        for stage in ("ingest", "preprocess"):
+            run_stage(rt, stage, job, chunk_no)
+    return job
+
+
+def test_a_batch_ahead_of_its_turn_waits_and_its_predecessor_hands_over(runtime, tmp_path):
+    job = _job_of_three_batches(runtime, tmp_path)
+
+    assert take_turn(runtime, job, 2) is False  # batch 1 has not resolved
+    assert take_turn(runtime, job, 1) is False
+    assert _states(runtime, job) == [BatchState.RUNNING, BatchState.READY, BatchState.READY]
+
+    assert take_turn(runtime, job, 0) is True
+    assert resolve_batch(runtime, job, 0) is True  # batch 1 is ready: hand over
+    assert resolve_batch(runtime, job, 0) is True  # a redelivery hands over again
+    assert resolve_batch(runtime, job, 1) is True
+    assert resolve_batch(runtime, job, 2) is False  # the last batch has no successor
+    assert _states(runtime, job) == [BatchState.RESOLVED] * 3
+
+
+def test_a_batch_whose_predecessor_resolved_takes_its_turn_itself(runtime, tmp_path):
+    job = _job_of_three_batches(runtime, tmp_path)
+    take_turn(runtime, job, 0)
+
+    assert resolve_batch(runtime, job, 0) is False  # batch 1 not ready: nobody to hand to
+    assert take_turn(runtime, job, 1) is True
+
+
+def test_a_batch_is_resolved_once_however_often_it_is_delivered(runtime, tmp_path):
+    from autods.db.models import Shard
+
+    job = _job_of_three_batches(runtime, tmp_path)
+    take_turn(runtime, job, 0)
+    resolve_batch(runtime, job, 0)
+    resolve_batch(runtime, job, 0)
+
+    with session_scope(runtime.engine) as db:
+        shards = db.scalars(select(Shard.name).where(Shard.job_id == job)).all()
+    assert shards == ["shard-000000"]
