@@ -61,7 +61,7 @@ class _StageJob:
     def __init__(self, ctx: Context, paths: list[Path]) -> None:
         from autods.config import Settings
         from autods.db.session import upgrade
-        from autods.pipeline.ingest import ingest_chunk
+        from autods.pipeline.chunks import run_stage
         from autods.pipeline.plan import JobOptions, create_job
         from autods.pipeline.runtime import Runtime
 
@@ -85,7 +85,7 @@ class _StageJob:
         with session_scope(self.rt.engine) as db:
             self.n_chunks = db.get(Job, self.job_id).n_chunks
         for c in range(self.n_chunks):
-            ingest_chunk(self.rt, self.job_id, c)
+            run_stage(self.rt, "ingest", self.job_id, c)
         self.asset_paths = self._asset_paths()
 
     def _asset_paths(self) -> list[Path]:
@@ -100,27 +100,26 @@ class _StageJob:
         return [Path(store.root) / k for k in keys]
 
     def reset(self) -> None:
-        from sqlalchemy import delete, update
+        from sqlalchemy import delete
 
-        from autods.db.models import Chunk, Feature, PhashBand
+        from autods.db.models import ChunkStage, Feature, PhashBand
         from autods.db.session import session_scope
 
         with session_scope(self.rt.engine) as db:
             db.execute(delete(PhashBand))
             db.execute(delete(Feature))
-            db.execute(update(Chunk).where(Chunk.job_id == self.job_id)
-                       .values(preprocessed_at=None))
+            db.execute(delete(ChunkStage).where(ChunkStage.stage == "preprocess"))
 
     def run(self) -> float:
         import time
 
-        from autods.pipeline.preprocess import preprocess_chunk
+        from autods.pipeline.chunks import run_stage
 
         self.reset()
         start = time.perf_counter()
         hashed = 0
         for c in range(self.n_chunks):
-            hashed += preprocess_chunk(self.rt, self.job_id, c).get("hashed", 0)
+            hashed += run_stage(self.rt, "preprocess", self.job_id, c).get("hashed", 0)
         elapsed = time.perf_counter() - start
         if hashed != len(self.asset_paths):
             raise RuntimeError(f"preprocess hashed {hashed} of {len(self.asset_paths)} assets")

@@ -136,7 +136,6 @@ def distributed_worker(ctx: Context, tag: str, concurrency: int = WORKER_PROCESS
     """Settings on real Redis + a new PostgreSQL database, and a ready worker process."""
     from autods.db.session import upgrade
     from autods.embedded import WorkerProcess
-    from autods.tasks.routing import QUEUES
 
     root = ctx.path(tag)
     shutil.rmtree(root, ignore_errors=True)
@@ -144,7 +143,7 @@ def distributed_worker(ctx: Context, tag: str, concurrency: int = WORKER_PROCESS
     with pg_database(tag) as pg_url, redis_prefix() as prefix:
         settings = service_settings(pg_url, prefix, root / "objects")
         upgrade(settings.database.url)
-        worker = WorkerProcess(settings, concurrency, root / "worker.log", QUEUES,
+        worker = WorkerProcess(settings, concurrency, root / "worker.log",
                                name=f"{prefix.rstrip(':')}@%h")
         worker.start()
         try:

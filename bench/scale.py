@@ -299,11 +299,10 @@ def _populate(url: str, hashes: list[int]) -> None:
 
 def _database_rows(stored: dict[int, list[int]], queries: list[int], rounds: int
                    ) -> list[Row]:
-    from autods.pipeline.publish import _published_neighbours
-
     from autods.core.dedup import Candidate
     from autods.db.models import Dataset
     from autods.db.session import engine_for, session_scope
+    from autods.pipeline.resolve import _published_neighbours
 
     candidates = [Candidate(i, i, -i, q) for i, q in enumerate(queries)]
     sizes = sorted(stored)

@@ -29,7 +29,11 @@ def pg_url() -> Iterator[str]:
     name = f"autods_it_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    from autods.db.session import upgrade
+
+    upgrade(url)  # what `autods db upgrade` does before a deployment's first job
+    yield url
     from sqlalchemy import Engine  # noqa: F401 - engines of this process are disposed below
 
     from autods.db.session import engine_for

@@ -24,7 +24,7 @@ import autods
 from autods.config import Settings
 from autods.embedded import WorkerProcess
 from autods.pipeline.status import job_status
-from autods.tasks.routing import QUEUES
+from autods.pipeline.stagetable import queues
 from tests.datagen import image_folder
 from tests.integration.conftest import service_settings
 from tests.integration.faults import FaultyS3Proxy, RedisServer, children, kill9
@@ -73,7 +73,7 @@ def _assert_exactly_once(seen: dict[str, int], expected: set[str]) -> None:
 def _workers(settings: Settings, logdir: Path) -> dict[str, WorkerProcess]:
     tag = uuid.uuid4().hex[:4]
     procs = {q: WorkerProcess(settings, 1, logdir / f"{q}.log", (q,), f"{q}-{tag}@%h")
-             for q in QUEUES}
+             for q in queues()}
     for p in procs.values():
         p.start()
     for p in procs.values():
@@ -99,7 +99,7 @@ def test_kill_9_workers_mid_chunk_on_every_queue(pg_url, tmp_path):
         # Kill each queue's busy pool process twice, then the whole ingest worker once
         # (its unacked task returns to the queue after the visibility timeout).
         for _ in range(2):
-            for queue in QUEUES:
+            for queue in queues():
                 deadline = time.monotonic() + 20
                 while time.monotonic() < deadline and not job.status().done:
                     log = procs[queue].logfile.read_text(errors="replace")
@@ -146,7 +146,7 @@ def test_kill_9_storm_for_a_whole_job(pg_url, tmp_path):
                             output_url=(tmp_path / "out").as_uri(), lfs="examples.sample_lfs")
         while not job.status().done:
             time.sleep(1.0)
-            queue = rng.choice(QUEUES)
+            queue = rng.choice(queues())
             if kills % 10 == 9 and kill9(procs[queue].proc.pid):
                 procs[queue].proc.wait()
                 procs[queue] = WorkerProcess(settings, 1, tmp_path / "logs" / f"{queue}{kills}.log",
@@ -271,7 +271,7 @@ def test_twenty_jobs_at_once_all_complete_and_results_expire(pg_url, tmp_path):
     for j in range(20):
         exp = image_folder(tmp_path / f"in{j}", n_unique=6, seed0=20_000 + 10 * j)
         folders.append((tmp_path / f"in{j}", exp))
-    procs = {"all": WorkerProcess(settings, 2, tmp_path / "all.log", QUEUES, "all@%h").start()}
+    procs = {"all": WorkerProcess(settings, 2, tmp_path / "all.log", queues(), "all@%h").start()}
     procs["all"].wait_ready()
     try:
         jobs = [autods.submit([str(f)], f"many-{j}", settings=settings,

@@ -19,7 +19,7 @@ import pytest
 
 import autods
 from autods.embedded import WorkerProcess
-from autods.tasks.routing import QUEUES
+from autods.pipeline.stagetable import queues
 from tests.datagen import image_folder, texts_file
 from tests.integration.conftest import service_settings
 
@@ -84,7 +84,7 @@ def test_distributed_job_on_real_services_matches_embedded_build(
     settings.pipeline.shard_size = 40
     base = inputs["base"]
     sources = ["s3://raw/photos/", str(base / "urls.csv"), str(base / "texts.jsonl")]
-    cpu_queues = tuple(q for q in QUEUES if q != "gpu")
+    cpu_queues = tuple(q for q in queues() if q != "gpu")
     cpu = WorkerProcess(settings, 2, tmp_path / "cpu.log", cpu_queues, "cpu-it@%h").start()
     gpu = WorkerProcess(settings, 1, tmp_path / "gpu.log", ("gpu",), "gpu-it@%h").start()
     try:
