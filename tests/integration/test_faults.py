@@ -23,8 +23,8 @@ import pytest
 import autods
 from autods.config import Settings
 from autods.embedded import WorkerProcess
-from autods.pipeline.status import job_status
 from autods.pipeline.stagetable import queues
+from autods.pipeline.status import job_status
 from tests.datagen import image_folder
 from tests.integration.conftest import service_settings
 from tests.integration.faults import FaultyS3Proxy, RedisServer, children, kill9
