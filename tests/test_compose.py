@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from autods.pipeline.stagetable import queues
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
@@ -80,6 +82,10 @@ def seconds(duration: str) -> float:
     for value, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", str(duration)):
         total += float(value) * units[unit]
     return total
+
+
+def test_every_queue_of_the_stage_table_is_listed_here() -> None:
+    assert set(queues()) == ALL_QUEUES
 
 
 def test_required_services_exist(services: dict) -> None:

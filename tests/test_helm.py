@@ -21,6 +21,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from autods.pipeline.stagetable import queues
+from autods.version import VERSION
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "autods"
 RELEASE = "autods"
@@ -138,7 +141,11 @@ def test_chart_metadata() -> None:
         meta = chart.metadata
     assert meta["apiVersion"] == "v2"
     assert meta["name"] == "autods"
-    assert meta.get("version") and meta.get("appVersion")
+    assert meta.get("version") and meta.get("appVersion") == VERSION
+
+
+def test_every_queue_of_the_stage_table_has_a_worker_class() -> None:
+    assert set(QUEUES_BY_CLASS.values()) == set(queues())
 
 
 def assert_lint_clean(values: dict | None, kube_version: str | None = None) -> None:

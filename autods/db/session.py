@@ -47,12 +47,37 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
-def upgrade(url: str) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
-    from alembic import command
+class SchemaNotCurrent(RuntimeError):
+    """The database's schema is not the one this code needs; ``autods db upgrade`` fixes it."""
+
+
+def _alembic_config(url: str):
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    return cfg
+
+
+def upgrade(url: str) -> None:
+    """Bring the schema to the newest migration (idempotent)."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), "head")
+
+
+@cache
+def require_current(engine: Engine) -> None:
+    """Fail with what to run when the schema is missing or behind: clients never migrate,
+    so a job must not get halfway into tables that are not there. Checked once per engine."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config(str(engine.url))).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current != head:
+        raise SchemaNotCurrent(
+            f"the database schema is at {current or 'nothing'}, this autods needs {head}: "
+            f"run `autods db upgrade` with AUTODS_DATABASE_URL pointing at it")

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from autods.core.records import SourceItem
 from autods.db.models import Batch, Chunk, Job, utcnow
-from autods.db.session import session_scope
+from autods.db.session import require_current, session_scope
 from autods.pipeline import lifecycle, repair, resolve, shards
 from autods.pipeline.options import JobOptions
 from autods.pipeline.plan import create_job, find_resumable
@@ -65,6 +65,7 @@ def start_job(rt: Runtime, sources: list[str], dataset: str, options: JobOptions
     """Plan a job and send it: the one way every entry point (CLI, Python, REST, bucket
     events) starts a job. With ``resume`` an unfinished job of the same sources, dataset
     and options is sent again instead of planning a new one."""
+    require_current(rt.engine)
     job_id = find_resumable(rt, sources, dataset, options) if resume else None
     if job_id is not None:
         log.info("resuming job %d", job_id)

@@ -33,6 +33,13 @@ def test_the_table_decides_stages_queues_and_routes():
     assert "snorkel.labeling.model" in preloads_for_queues(["shard"])
 
 
+def test_every_row_names_a_real_option_and_function():
+    options = set(JobOptions.__dataclass_fields__)
+    for stage in stagetable.stages():
+        assert stage.when is None or stage.when in options, stage
+        assert callable(stage.load()), stage
+
+
 @pytest.fixture
 def toy_table(monkeypatch):
     """The stage table with the toy row, in place before the app is configured."""
