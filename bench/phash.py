@@ -1,8 +1,9 @@
 """pHash stage: what preprocess computes per asset, against a raw loop and a naive one.
 
 * autods core: read the file, ``sha256_hex`` + ``image_features`` (one process, one core).
-* autods stage: ``preprocess_chunk`` over every chunk of an ingested job on SQLite (the
-  features and band rows it writes are deleted between rounds, so each round hashes all).
+* autods stage: the ``preprocess`` chunk stage (``run_stage``) over every chunk of an
+  ingested job on SQLite (the features, band rows and stage rows it writes are deleted
+  between rounds, so each round hashes all).
 * raw: read the file, sha256, ``Image.open`` + ``draft('L', (64, 64))`` + ``imagehash.phash``.
 * naive: ``imagehash.phash(Image.open(path))`` (full-size decode, no sha256).
 """
@@ -162,10 +163,10 @@ def run(ctx: Context) -> list[Row]:
     times = alternate({
         "stage": stage.run,
         "raw": timed(lambda: _raw_loop(assets)),
-    }, rounds, "preprocess_chunk")
+    }, rounds, "preprocess stage")
     m = len(assets)
     rows.append(target_row(
-        GROUP, "pHash: preprocess_chunk stage (SQLite) vs raw draft loop (1 core)",
+        GROUP, "pHash: preprocess chunk stage (SQLite) vs raw draft loop (1 core)",
         fmt_rate(m / median(times["stage"])), fmt_rate(m / median(times["raw"])),
         paired_ratio(times["raw"], times["stage"]), ">=", 0.8,
         [f"{m} assets in {stage.n_chunks} chunks; includes the stage's queries and "

@@ -161,8 +161,9 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    `autods.core.hashing.image_features` (Pillow `draft` decode) over files read from disk,
    against a raw loop (sha256 + `Image.open` + `draft('L', (64, 64))` + `imagehash.phash`)
    and the naive loop `imagehash.phash(Image.open(path))`. A third row times the whole
-   `preprocess_chunk` stage (queries, features and band rows written) on an ingested SQLite
-   job against the raw loop over the same stored assets. Targets: >= 0.8x raw, >= 2.5x naive.
+   `preprocess` chunk stage (the skeleton's load and record, queries, features and band
+   rows written) on an ingested SQLite job against the raw loop over the same stored assets.
+   Targets: >= 0.8x raw, >= 2.5x naive.
 2. **celery** — the distributed pipeline through the real Redis broker: one `celery worker`
    with 2 prefork processes (`autods.embedded.WorkerProcess`), its own PostgreSQL database,
    a local folder store, embeddings and labelling off; timed from `autods.submit(...)` until
@@ -184,7 +185,7 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    pipeline: peak RSS (VmHWM) of the worker's main process, of each pool child and of the
    submitting process, the largest chord header (chunks per batch) and throughput; and the
    near-duplicate lookup per item with 10k vs 1M stored hashes, both in memory
-   (`NearIndex.nearest`) and in PostgreSQL (`publish._published_neighbours` over generated
+   (`NearIndex.nearest`) and in PostgreSQL (`resolve._published_neighbours` over generated
    `phash_bands` rows), also at 100k to show the slope. Targets: RSS growth <= 1.5x for 10x
    the items, chord header unchanged, lookup growth sub-linear: < 100x for 100x the hashes,
    and < 10x over the last decade (100k → 1M) alone, where fixed per-call costs no longer
