@@ -24,9 +24,6 @@ from autods.pipeline.options import JobOptions
 from autods.pipeline.stagetable import preloads_for_job, queues
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from autods.pipeline.runtime import Runtime
     from autods.pipeline.status import JobStatus
 
 def embedded_settings(out: Path, base: Settings | None = None, workers: int = 1) -> Settings:
@@ -139,14 +136,16 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
     # longest step before the first task can run.
     with WorkerProcess(settings, workers, out / ".autods" / "worker.log") as worker:
         from autods.db.session import upgrade
-        from autods.pipeline.runtime import Runtime
+        from autods.pipeline.runtime import Runtime, using
         from autods.pipeline.status import job_status
         from autods.progress import watch
+        from autods.tasks.app import app, configured
         from autods.tasks.canvas import start_job
 
         rt = Runtime(settings)
         upgrade(settings.database.url)  # its own database: the embedded run owns it
-        with _configured(rt):
+        # This process sends the job on the embedded broker, then is left as it was found.
+        with using(rt), configured(app, settings):
             job_id = start_job(rt, sources, dataset or out.resolve().name, opts,
                                output_url=out.resolve().as_uri(), resume=True)
 
@@ -160,21 +159,3 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
         # the worker is killed at once instead of waiting seconds for its warm shutdown.
         worker.stop(grace_s=0 if status.done else 60)
         return status
-
-
-@contextlib.contextmanager
-def _configured(rt: Runtime) -> Iterator[None]:
-    """The Celery app and runtime of this process on the embedded run's settings while it
-    sends the job, then back to the caller's: ``autods.build`` leaves its caller's
-    configuration (and environment) as it found it."""
-    from autods.pipeline.runtime import get_runtime, set_runtime
-    from autods.tasks.app import app, configure
-
-    previous = get_runtime()
-    set_runtime(rt)
-    configure(app, rt.settings)
-    try:
-        yield
-    finally:
-        set_runtime(previous)
-        configure(app, previous.settings)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 ROWS = (
     "pHash: sha256 + image_features vs raw draft loop",
     "pHash: sha256 + image_features vs naive phash(Image.open)",
-    "pHash: preprocess_chunk stage (SQLite) vs raw draft loop",
+    "pHash: preprocess chunk stage (SQLite) vs raw draft loop",
     "Embedding: embed_images vs raw encode_image (autods-tiny-vit, CPU)",
     "Sharding: write_shard vs plain tarfile",
 )

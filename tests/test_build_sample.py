@@ -144,6 +144,18 @@ def test_labels_follow_the_shapes_named_in_captions(built):
     assert total >= 30 and hits / total >= 0.8
 
 
+def _wait_for_pending_sigterm(pid: int, timeout: float = 60) -> None:
+    """Until SIGTERM waits, undelivered, on a stopped process (its ShdPnd mask)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        pending = int(status.split("ShdPnd:", 1)[1].split()[0], 16)
+        if pending & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no SIGTERM reached worker {pid}")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
 def test_interrupted_build_resumes_to_the_same_shards(built, tmp_path, sig):
     out = tmp_path / "ds"
@@ -161,10 +173,20 @@ def test_interrupted_build_resumes_to_the_same_shards(built, tmp_path, sig):
         except sqlite3.Error:
             pass
         time.sleep(0.05)
+    # Freeze the worker (its own process group) so the job cannot finish before the
+    # interrupt lands, however fast the machine; thaw it once the CLI is interrupted.
+    worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                text=True).stdout.split()[0])
+    os.killpg(worker, signal.SIGSTOP)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status FROM jobs").fetchone()[0] == "running"
     proc.send_signal(sig)
+    _wait_for_pending_sigterm(worker)  # from the interrupted CLI, or the kernel after SIGKILL
+    os.killpg(worker, signal.SIGCONT)
     code = proc.wait(timeout=120)
     assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL)
-    time.sleep(3)  # after SIGKILL the orphaned worker gets SIGTERM from the kernel
+    while subprocess.run(["pgrep", "-g", str(worker)], capture_output=True).returncode == 0:
+        time.sleep(0.1)  # the worker's warm shutdown (after SIGKILL: its death signal)
 
     _build(out)
 

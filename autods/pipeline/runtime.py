@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -83,3 +85,15 @@ def set_runtime(runtime: Runtime | None) -> None:
     """Install a runtime (tests, the embedded runner) or drop the cached one."""
     global _RUNTIME
     _RUNTIME = runtime
+
+
+@contextmanager
+def using(runtime: Runtime) -> Iterator[Runtime]:
+    """``runtime`` as this process's runtime for a while, then whatever was there before
+    (none included)."""
+    global _RUNTIME
+    previous, _RUNTIME = _RUNTIME, runtime
+    try:
+        yield runtime
+    finally:
+        _RUNTIME = previous

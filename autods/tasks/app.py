@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from celery import Celery, bootsteps
 from celery.signals import worker_init
@@ -72,6 +73,18 @@ def configure(app: Celery, settings: Settings) -> Celery:
     )
     _forget_connections(app)
     return app
+
+
+@contextmanager
+def configured(app: Celery, settings: Settings) -> Iterator[Celery]:
+    """The app on ``settings`` for a while, then exactly as it was configured before."""
+    saved = dict(app.conf.changes)
+    configure(app, settings)
+    try:
+        yield app
+    finally:
+        app.conf.update(saved)
+        _forget_connections(app)
 
 
 def _redis_redelivery(visibility_timeout_s: int) -> dict:
