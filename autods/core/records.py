@@ -86,6 +86,11 @@ class Rejected(Exception):  # noqa: N818 - a verdict on input, not an error in a
         self.detail = detail
 
 
+class SourceError(ValueError):
+    """A source that cannot be listed at all (missing, unsupported, a bucket that does not
+    exist or may not be read): the job cannot be planned, and nothing of it is kept."""
+
+
 class TransientError(Exception):
     """A failure worth retrying (storage or network hiccup), never bad input."""
 

@@ -14,13 +14,14 @@ import json
 import logging
 import os
 import posixpath
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from autods.core.records import Modality, Reason, SourceItem, TransientError
+from autods.core.records import Modality, Reason, SourceError, SourceItem, TransientError
 from autods.core.validate import is_image_name
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ _WARN_LIMIT = 5  # per metadata file; the rest are only counted
 _BOM = b"\xef\xbb\xbf"
 _FATAL_S3_CODES = frozenset({"NoSuchBucket", "AccessDenied", "InvalidBucketName",
                              "AllAccessDisabled"})
+# S3 bucket naming rules: 3-63 of lowercase letters, digits, dots and hyphens, starting
+# and ending with a letter or digit.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,8 +89,8 @@ def _classify(spec: str) -> tuple[str, Path]:
     if path.is_file() and path.suffix.lower() in RECORD_EXTENSIONS:
         return _record_kind(path), path
     if not path.exists():
-        raise ValueError(f"source not found: {spec}")
-    raise ValueError(
+        raise SourceError(f"source not found: {spec}")
+    raise SourceError(
         f"unsupported source {spec}: expected a folder, s3://bucket/prefix, "
         "or a .txt/.csv/.jsonl/.parquet file"
     )
@@ -177,6 +182,8 @@ def _text_item(row: dict[str, Any], where: str) -> SourceItem:
     text = fields.get("text")
     if not isinstance(text, str):
         return _bad(where, Reason.BAD_RECORD, "text missing or not a string", Modality.TEXT)
+    if _SURROGATE.search(text):  # a JSON "\udcff" escape: no UTF-8 text can hold it
+        return _bad(where, Reason.INVALID_UTF8, "text has a lone surrogate", Modality.TEXT)
     return SourceItem(
         0, where,
         modality=Modality.TEXT,
@@ -303,9 +310,9 @@ def _iter_csv(path: Path, file_uri: str, make: Callable[[dict, str], SourceItem]
     except StopIteration:
         return
     except csv.Error as exc:
-        raise ValueError(f"{path}: unreadable CSV header: {exc}") from exc
+        raise SourceError(f"{path}: unreadable CSV header: {exc}") from exc
     if bad:
-        raise ValueError(f"{path}: CSV header is not UTF-8")
+        raise SourceError(f"{path}: CSV header is not UTF-8")
     previous = reader.line_num
     while True:
         try:
@@ -503,7 +510,11 @@ def _split_s3(spec: str) -> tuple[str, str]:
     so ``s3://b/photos`` does not pick up ``photos2/``)."""
     parsed = urlsplit(spec)
     if not parsed.netloc:
-        raise ValueError(f"S3 source needs a bucket: {spec}")
+        raise SourceError(f"S3 source needs a bucket: {spec}")
+    if not _BUCKET.fullmatch(parsed.netloc):
+        raise SourceError(f"not a valid S3 bucket name: {parsed.netloc[:80]!r}")
+    if "\x00" in spec:
+        raise SourceError("an S3 prefix cannot contain NUL")
     prefix = parsed.path.lstrip("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
@@ -524,7 +535,7 @@ def _s3_failure(action: str, exc: Exception) -> Exception:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         if code in _FATAL_S3_CODES:
-            return ValueError(f"{action}: {code}")
+            return SourceError(f"{action}: {code}")
     return TransientError(f"{action}: {exc}")
 
 
