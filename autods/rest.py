@@ -10,19 +10,21 @@ and leaves no row behind.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import func, select, text
 
 from autods.config import Settings
 from autods.core.label import LabellingModuleError
-from autods.core.records import SourceError
+from autods.core.records import SourceDenied, SourceError, SourceNotFound
 from autods.core.s3events import MalformedEvent, parse_notification
+from autods.core.sources import BUCKET_PATTERN
 from autods.db.models import Dataset, Shard
 from autods.db.session import session_scope
 from autods.pipeline.options import JobOptions
@@ -34,10 +36,17 @@ from autods.version import VERSION
 
 _DATASET = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 # Printable text only: no NUL or other control characters in a source or output URL.
-_URL = r"^[^\x00-\x1f\x7f]+$"
+_CHAR = r"[^\x00-\x1f\x7f]"
+_URL = rf"^{_CHAR}+$"
+# What a refused field needs, added to the validation message.
+_HINTS = {
+    "sources": "use s3://bucket/prefix/ (local paths need AUTODS_API_ALLOW_LOCAL_SOURCES=1)",
+    "output_url": "must lie under AUTODS_API_OUTPUT_PREFIXES",
+    "lfs": "labelling modules must be listed in AUTODS_API_LFS_ALLOWED",
+}
 _OPEN_PATHS = ("/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect",
                "/redoc")
-_MAX_ID = 2**63 - 1
+_MAX_ID = 2**31 - 1  # jobs.id is a 32-bit integer column
 
 
 class Error(BaseModel):
@@ -46,7 +55,7 @@ class Error(BaseModel):
     detail: str
 
 
-_ERRORS = {code: {"model": Error} for code in (400, 401, 404, 409, 413, 422)}
+_ERRORS = {code: {"model": Error} for code in (400, 401, 403, 404, 409, 413, 422)}
 
 
 class Options(BaseModel):
@@ -61,22 +70,58 @@ class Options(BaseModel):
     resize: int | None = Field(default=None, ge=16, le=16_384)
 
 
-class JobRequest(BaseModel):
-    sources: list[Annotated[str, Field(min_length=1, max_length=2048, pattern=_URL)]] = Field(
-        min_length=1, max_length=100,
-        description="s3://bucket/prefix/ locations (local paths and URL lists only where the "
-                    "server sets AUTODS_API_ALLOW_LOCAL_SOURCES=1)")
-    dataset: str = Field(pattern=_DATASET)
-    output_url: str | None = Field(
-        default=None, max_length=2048, pattern=_URL,
-        description="Where the dataset's shards go: an s3:// location under one of "
-                    "AUTODS_API_OUTPUT_PREFIXES (default: the configured storage's bucket); "
-                    "for an existing dataset, its own location or nothing")
-    options: Options = Options()
+def _job_request(settings: Settings) -> type[BaseModel]:
+    """The body of ``POST /jobs`` under this server's rules, declared in the schema (so a
+    request the schema accepts is never refused by a rule it does not state): sources are
+    S3 prefixes unless local ones are allowed, an output location lies under an allowed
+    prefix, a labelling module is one of the allowed."""
+    api = settings.api
+    source = _URL if api.allow_local_sources else rf"^s3://{BUCKET_PATTERN}(/{_CHAR}*)?$"
+    prefixes = _output_prefixes(settings)
+    alternatives = [re.escape(p) for p in prefixes] + (["file:"] if api.allow_local_sources
+                                                        else [])
+    output = f"^({'|'.join(alternatives)}){_CHAR}*$" if alternatives else None
+    allowed = tuple(sorted({m.strip() for m in api.lfs_allowed.split(",") if m.strip()}))
+    options = create_model(
+        "Options", __base__=Options,
+        lfs=(Literal[allowed] | None if allowed else None,  # type: ignore[valid-type]
+             Field(default=None, description="A labelling module of AUTODS_API_LFS_ALLOWED")))
+    return create_model(
+        "JobRequest",
+        sources=(list[Annotated[str, Field(min_length=1, max_length=2048, pattern=source)]],
+                 Field(min_length=1, max_length=100, description=(
+                     "s3://bucket/prefix/ locations (local paths and URL lists only where "
+                     "the server sets AUTODS_API_ALLOW_LOCAL_SOURCES=1)"))),
+        dataset=(str, Field(pattern=_DATASET)),
+        output_url=((Annotated[str, Field(max_length=2048, pattern=output)] | None)
+                    if output else None,
+                    Field(default=None, description=(
+                        "Where the dataset's shards go, under one of "
+                        f"{', '.join(prefixes) or 'no prefix'} (AUTODS_API_OUTPUT_PREFIXES); "
+                        "for an existing dataset, its own location or nothing"))),
+        options=(options, Field(default_factory=options)),
+    )
+
+
+def _output_prefixes(settings: Settings) -> list[str]:
+    """Where a caller may send a job's shards: the configured prefixes, or else the
+    bucket of the configured storage."""
+    prefixes = [p.strip() for p in settings.api.output_prefixes.split(",") if p.strip()]
+    if not prefixes and settings.storage.url.startswith("s3://"):
+        prefixes = [f"s3://{settings.storage.url[len('s3://'):].split('/', 1)[0]}/"]
+    return [p if p.endswith("/") else p + "/" for p in prefixes]
 
 
 class JobAccepted(BaseModel):
     job_id: int
+
+
+class NotificationIn(BaseModel):
+    """An S3/MinIO bucket notification; each record is judged on its own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    Records: list[Any] | None = None  # noqa: N815 - the notification format's name
 
 
 class RejectedRecord(BaseModel):
@@ -125,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure(celery_app, settings)
     app = FastAPI(title="autods", version=VERSION,
                   description="Build training-ready multimodal datasets.")
+    app.state.settings = settings
     app.add_middleware(RequestGuard, token=token, max_body=settings.api.max_body_bytes,
                        open_paths=_OPEN_PATHS)
     # The guard enforces the token; this declares the scheme in the OpenAPI document.
@@ -132,11 +178,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
-            for e in exc.errors())
-        return JSONResponse({"detail": problems[:2000]},
+        return JSONResponse({"detail": _validation_message(exc)[:2000]},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    job_request = _job_request(settings)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -152,12 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 from exc
         return {"status": "ready"}
 
-    @app.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
-              dependencies=auth, tags=["jobs"], responses=_ERRORS)
-    def post_job(req: JobRequest) -> JobAccepted:
-        _check_sources(settings, req.sources)
-        _check_output(settings, req.output_url)
-        _check_lfs(settings, req.options.lfs)
+    def post_job(req) -> JobAccepted:
         from autods.tasks.canvas import start_job
 
         options = JobOptions.from_settings(rt.settings, **req.options.model_dump())
@@ -166,10 +206,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                output_url=req.output_url)
         except OutputConflict as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        except SourceNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)[:2000]) from exc
+        except SourceDenied as exc:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)[:2000]) from exc
         except (SourceError, LabellingModuleError) as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)[:2000]) \
                 from exc
         return JobAccepted(job_id=job_id)
+
+    # The body's model is built for this server's settings, so it is set here, not written
+    # in the signature (where postponed annotations would name a local variable).
+    post_job.__annotations__["req"] = job_request
+    app.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
+             dependencies=auth, tags=["jobs"], responses=_ERRORS)(post_job)
 
     @app.get("/jobs/{job_id}", dependencies=auth, tags=["jobs"], responses=_ERRORS)
     def get_job(job_id: Annotated[int, Path(ge=1, le=_MAX_ID)]) -> dict[str, Any]:
@@ -198,7 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/events/s3", response_model=EventsAccepted, dependencies=auth, tags=["events"],
               responses=_ERRORS)
-    def post_s3_event(payload: dict[str, Any],
+    def post_s3_event(payload: NotificationIn,
                       dataset: Annotated[str | None, Query(pattern=_DATASET)] = None
                       ) -> EventsAccepted:
         """A MinIO/S3 bucket notification: ingest each created image object once. Each
@@ -207,7 +257,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from autods.tasks.canvas import start_job
 
         try:
-            note = parse_notification(payload)
+            note = parse_notification(payload.model_dump())
         except MalformedEvent as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
         try:
@@ -223,39 +273,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _check_sources(settings: Settings, sources: list[str]) -> None:
-    """S3 prefixes only, unless the server allows local sources; the planner then checks
-    that each one can be listed (a 422 if not)."""
-    if settings.api.allow_local_sources:
-        return
-    for spec in sources:
-        if not spec.startswith("s3://"):
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"source not allowed over the API: {spec[:200]!r} (use s3:// prefixes; "
-                "local paths need AUTODS_API_ALLOW_LOCAL_SOURCES=1)")
-
-
-def _check_output(settings: Settings, output_url: str | None) -> None:
-    """An output location a caller names must lie under an allowed prefix: workers write
-    there, so it follows the sources' rule (S3, or local only where allowed)."""
-    if output_url is None:
-        return
-    if output_url.startswith("file:") and settings.api.allow_local_sources:
-        return
-    prefixes = [p.strip() for p in settings.api.output_prefixes.split(",") if p.strip()]
-    if not prefixes and settings.storage.url.startswith("s3://"):
-        bucket = settings.storage.url[len("s3://"):].split("/", 1)[0]
-        prefixes = [f"s3://{bucket}/"]
-    if not any(output_url.startswith(p if p.endswith("/") else p + "/") for p in prefixes):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"output_url not allowed over the API: {output_url[:200]!r} "
-                            f"(allowed: {', '.join(prefixes) or 'none'}; see "
-                            "AUTODS_API_OUTPUT_PREFIXES)")
-
-
-def _check_lfs(settings: Settings, lfs: str | None) -> None:
-    allowed = {m.strip() for m in settings.api.lfs_allowed.split(",") if m.strip()}
-    if lfs and lfs not in allowed:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"labelling module {lfs!r} is not in AUTODS_API_LFS_ALLOWED")
+def _validation_message(exc: RequestValidationError) -> str:
+    """One line per problem, with what the field needs on this server."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        hint = next((h for field, h in _HINTS.items() if field in loc), None)
+        lines.append(f"{'.'.join(loc)}: {error.get('msg', '')}" + (f" ({hint})" if hint else ""))
+    return "; ".join(lines)

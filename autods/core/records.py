@@ -91,6 +91,14 @@ class SourceError(ValueError):
     exist or may not be read): the job cannot be planned, and nothing of it is kept."""
 
 
+class SourceNotFound(SourceError):  # noqa: N818 - a kind of SourceError
+    """The source names a path or bucket that does not exist."""
+
+
+class SourceDenied(SourceError):  # noqa: N818 - a kind of SourceError
+    """The source exists but may not be read with the credentials at hand."""
+
+
 class TransientError(Exception):
     """A failure worth retrying (storage or network hiccup), never bad input."""
 

@@ -396,3 +396,15 @@ def test_s3_specs_that_name_no_valid_bucket_are_refused_before_listing(spec):
 
     with pytest.raises(SourceError):
         iter_source(spec, s3_client=object())
+
+
+def test_a_metadata_file_over_the_limit_is_refused_not_read(tmp_path: Path, monkeypatch):
+    from autods.core import sources
+    from autods.core.records import SourceError
+
+    monkeypatch.setattr(sources, "MAX_METADATA_BYTES", 100)
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.jpg", "caption": "c"}\n' * 10)
+
+    with pytest.raises(SourceError, match="metadata over 100 bytes"):
+        list(iter_source(str(tmp_path)))

@@ -113,14 +113,14 @@ def test_routes_need_the_token_and_health_does_not(client):
 
 def test_local_paths_and_unlisted_lfs_are_refused(client):
     r = client.post("/jobs", json={"sources": ["/etc"], "dataset": "d"})
-    assert r.status_code == 422 and "not allowed" in r.text
+    assert r.status_code == 422 and "AUTODS_API_ALLOW_LOCAL_SOURCES" in r.json()["detail"]
     r = client.post("/jobs", json={"sources": ["s3://x/"], "dataset": "d",
                                    "options": {"lfs": "os"}})
     assert r.status_code == 422 and "AUTODS_API_LFS_ALLOWED" in r.text
     assert client.post("/jobs", json={"sources": ["s3://x/"], "dataset": "../x"}).status_code == 422
 
 
-def test_a_bucket_that_does_not_exist_is_422_and_leaves_no_row(client, settings):
+def test_a_bucket_that_does_not_exist_is_404_and_leaves_no_row(client, settings):
     from sqlalchemy import select
 
     from autods.db.models import Dataset, Job
@@ -129,7 +129,7 @@ def test_a_bucket_that_does_not_exist_is_422_and_leaves_no_row(client, settings)
     r = client.post("/jobs", json={"sources": ["s3://no-such-bucket-here/x/"],
                                    "dataset": "ghost"})
 
-    assert r.status_code == 422 and "NoSuchBucket" in r.json()["detail"]
+    assert r.status_code == 404 and "NoSuchBucket" in r.json()["detail"]
     with session_scope(engine_for(settings.database.url)) as db:
         assert db.scalar(select(Dataset.id).where(Dataset.name == "ghost")) is None
         assert db.scalars(select(Job.status).where(Job.status == "pending")).all() == []
