@@ -183,3 +183,28 @@ def test_status_command_reads_the_job_from_the_database(built):
     assert status["status"] == "succeeded" and status["n_items"] == 68
     assert status["statuses"]["published"] == 59 and status["labelled"] >= 30
     assert status["stages"]["ingest"] == 68 and status["stages"]["shard"] == 59
+
+
+def test_the_readmes_read_examples_give_every_sample(built, monkeypatch):
+    """The README's "Read the dataset" block, run as written next to a built dataset of
+    JPEG, PNG, WebP, GIF and text shards."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(built[0].parent / "hf-cache"))
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Read the dataset", 1)[1].split("```python\n", 1)[1]
+    code = block.split("```", 1)[0]
+    monkeypatch.chdir(built[0].parent)
+    scope: dict = {}
+
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+
+    assert sum(1 for _ in scope["samples"]) == 59
+    hf = scope["hf"]
+    assert sum(len(d) for d in hf.values()) == 59
+    images = {layout: ext for layout in hf for ext in layout.split(",")
+              if ext in ("jpg", "png", "webp", "gif")}
+    assert sorted(images.values()) == ["gif", "jpg", "png", "webp"]  # each loaded apart
+    for layout, ext in images.items():
+        assert all(row[ext] is not None for row in hf[layout]), layout
+    assert sum(n for _, n in scope["labels"].fetchall()) == 59
