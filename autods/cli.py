@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from autods.core.records import JobState
+from autods.core.records import JobRefused, JobState
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Build training-ready multimodal datasets.")
@@ -71,6 +71,9 @@ def build(
     except KeyboardInterrupt:
         console.print("interrupted: run the same command again to resume")
         raise typer.Exit(130) from None
+    except JobRefused as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     from autods.progress import summary_table
 
     console.print(summary_table(status))
@@ -96,9 +99,13 @@ def submit(
     from autods.progress import summary_table
 
     _logging(False)
-    job = do_submit(sources, dataset, output_url=output_url,
-                    **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,
-                               resize))
+    try:
+        job = do_submit(sources, dataset, output_url=output_url,
+                        **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,
+                                   resize))
+    except JobRefused as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     console.print(f"job {job.id}")
     if wait:
         status = job.wait(progress=True)

@@ -21,14 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import func, select, text
 
 from autods.config import Settings
-from autods.core.label import LabellingModuleError
-from autods.core.records import SourceDenied, SourceError, SourceNotFound
+from autods.core.records import JobRefused, OutputConflict, SourceDenied, SourceNotFound
 from autods.core.s3events import MalformedEvent, parse_notification
 from autods.core.sources import BUCKET_PATTERN
 from autods.db.models import Dataset, Shard
 from autods.db.session import session_scope
 from autods.pipeline.options import JobOptions
-from autods.pipeline.plan import OutputConflict
 from autods.pipeline.runtime import Runtime
 from autods.pipeline.status import job_status
 from autods.rest_guard import MIN_TOKEN_CHARS, RequestGuard
@@ -210,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)[:2000]) from exc
         except SourceDenied as exc:
             raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)[:2000]) from exc
-        except (SourceError, LabellingModuleError) as exc:
+        except JobRefused as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)[:2000]) \
                 from exc
         return JobAccepted(job_id=job_id)

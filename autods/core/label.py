@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from autods.core.records import Modality
+from autods.core.records import LabellingModuleError, Modality
 
 ABSTAIN = -1
 
@@ -76,10 +76,6 @@ def image_property_lf(name: str, label: int, predicate: Callable[[Any], bool]):
 def builtin_lfs(labels: Sequence[str]) -> list[Any]:
     """Built-in LFs that need only the class names: a caption/text mention of each class."""
     return [keyword_lf(f"builtin_mentions_{i}", i, [name]) for i, name in enumerate(labels)]
-
-
-class LabellingModuleError(ValueError):
-    """The labelling module named for a job cannot be used; found before any work starts."""
 
 
 def load_spec(module_name: str, builtin: bool = True) -> LabelSpec:

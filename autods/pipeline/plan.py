@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, exists, select
 
-from autods.core.records import ItemStatus, JobState, SourceItem
+from autods.core.records import ItemStatus, JobState, OutputConflict, SourceItem
 from autods.core.sources import iter_source
 from autods.core.validate import clean_caption
 from autods.db.models import Batch, Chunk, Dataset, Item, Job, utcnow
@@ -32,10 +32,6 @@ def normalise_source(spec: str) -> str:
 def fingerprint(sources: list[str], dataset: str, options: JobOptions) -> str:
     payload = json.dumps([sources, dataset, options.as_params()], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-class OutputConflict(ValueError):
-    """The dataset exists and writes elsewhere than the ``output_url`` asked for."""
 
 
 def find_resumable(rt: Runtime, sources: list[str], dataset: str, options: JobOptions

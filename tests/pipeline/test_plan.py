@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from autods.core.label import LabellingModuleError
-from autods.core.records import JobState, SourceError
+from autods.core.records import JobState, LabellingModuleError, OutputConflict, SourceError
 from autods.db.models import Dataset, Item, Job
 from autods.db.session import session_scope
 from autods.pipeline import plan
 from autods.pipeline.options import JobOptions
-from autods.pipeline.plan import OutputConflict, create_job, find_resumable
+from autods.pipeline.plan import create_job, find_resumable
 from tests.datagen import image_folder
 
 
