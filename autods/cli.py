@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from autods.core.records import JobState
+from autods.core.records import JobRefused, JobState
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Build training-ready multimodal datasets.")
@@ -71,6 +71,9 @@ def build(
     except KeyboardInterrupt:
         console.print("interrupted: run the same command again to resume")
         raise typer.Exit(130) from None
+    except JobRefused as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     from autods.progress import summary_table
 
     console.print(summary_table(status))
@@ -96,9 +99,13 @@ def submit(
     from autods.progress import summary_table
 
     _logging(False)
-    job = do_submit(sources, dataset, output_url=output_url,
-                    **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,
-                               resize))
+    try:
+        job = do_submit(sources, dataset, output_url=output_url,
+                        **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,
+                                   resize))
+    except JobRefused as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     console.print(f"job {job.id}")
     if wait:
         status = job.wait(progress=True)
@@ -111,13 +118,28 @@ def submit(
 def status(
     job_id: int,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output folder of an `autods build` (its own database).")] = None,
 ) -> None:
-    """Per-stage counts of a job, from the database."""
-    from autods.pipeline.runtime import get_runtime
+    """Per-stage counts of a job, from the database (AUTODS_DATABASE_URL, or a build's)."""
+    from autods.pipeline.runtime import Runtime, get_runtime
     from autods.pipeline.status import job_status
     from autods.progress import summary_table
 
-    st = job_status(get_runtime(), job_id)
+    if out is not None:
+        from autods.embedded import embedded_settings
+
+        if not (out / ".autods" / "autods.sqlite").exists():
+            console.print(f"[red]no autods build in {out}[/red]")
+            raise typer.Exit(2)
+        rt = Runtime(embedded_settings(out))
+    else:
+        rt = get_runtime()
+    try:
+        st = job_status(rt, job_id)
+    except KeyError:
+        console.print(f"[red]no job {job_id}[/red]")
+        raise typer.Exit(2) from None
     if as_json:
         console.print_json(json.dumps(st.as_dict(), default=str))
         return
@@ -155,10 +177,17 @@ def serve(
     """Start the REST API (needs AUTODS_API_TOKEN; OpenAPI at /openapi.json, docs at /docs)."""
     import uvicorn
 
+    from autods.config import Settings
     from autods.rest import create_app
+    from autods.rest_guard import is_loopback
 
+    settings = Settings()
+    if settings.api.insecure_local and not settings.api.token and not is_loopback(host):
+        console.print(f"[red]AUTODS_API_INSECURE_LOCAL=1 serves on loopback only, not on "
+                      f"{host}[/red]: set AUTODS_API_TOKEN to listen there")
+        raise typer.Exit(2)
     _logging(True)
-    uvicorn.run(create_app(), host=host, port=port, proxy_headers=True)
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True)
 
 
 @db_app.command("upgrade")

@@ -95,9 +95,10 @@ class LabelSettings(BaseModel):
 class ApiSettings(BaseModel):
     """The REST API: a bearer token is required unless ``insecure_local`` says otherwise.
 
-    Sources named over the API may be S3 prefixes or URLs only: a local path would let a
-    caller read the server's files, unless ``allow_local_sources`` is set. Labelling
-    modules named over the API must be listed in ``lfs_allowed`` (they are code).
+    Sources named over the API may be S3 prefixes only: a local path would let a caller
+    read the server's files, unless ``allow_local_sources`` is set; an ``output_url`` must
+    lie under ``output_prefixes``. Labelling modules named over the API must be listed in
+    ``lfs_allowed`` (they are code). ``insecure_local`` (no token) answers loopback only.
     """
 
     token: SecretStr | None = None
@@ -105,6 +106,11 @@ class ApiSettings(BaseModel):
     allow_local_sources: bool = False
     lfs_allowed: str = ""
     events_dataset: str = "events"
+    # Largest request body read, in bytes (413 above it); checked before the body is read.
+    max_body_bytes: int = 1024 * 1024
+    # Comma-separated s3:// prefixes a caller may name as a job's output_url (empty: the
+    # bucket of the configured storage).
+    output_prefixes: str = ""
 
 
 class PipelineSettings(BaseModel):

@@ -1,30 +1,59 @@
 """The REST API: submit and watch jobs, read datasets, receive bucket notifications.
 
-Every route but the health checks needs ``Authorization: Bearer <AUTODS_API_TOKEN>``.
-MinIO's webhook may send its ``auth_token`` without the ``Bearer`` word; both forms are
-accepted. Jobs are planned and dispatched exactly as ``autods.submit`` does.
+Every route but the health checks and the OpenAPI document needs
+``Authorization: Bearer <AUTODS_API_TOKEN>`` (the scheme in any case). MinIO's webhook may
+send its ``auth_token`` without the ``Bearer`` word; both forms are accepted. The token and
+the body size are checked before the body is read (``autods.rest_guard``). Jobs start
+through the same path as ``autods.submit``; every refusal is a 4xx with ``{"detail": ...}``
+and leaves no row behind.
 """
 
 from __future__ import annotations
 
-import hmac
-from pathlib import Path
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, status
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import func, select, text
 
 from autods.config import Settings
-from autods.core.s3events import created_objects
+from autods.core.records import JobRefused, OutputConflict, SourceDenied, SourceNotFound
+from autods.core.s3events import MalformedEvent, parse_notification
+from autods.core.sources import BUCKET_PATTERN
 from autods.db.models import Dataset, Shard
 from autods.db.session import session_scope
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
 from autods.pipeline.status import job_status
+from autods.rest_guard import MIN_TOKEN_CHARS, RequestGuard
 from autods.version import VERSION
 
 _DATASET = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+# Printable text only: no NUL or other control characters in a source or output URL.
+_CHAR = r"[^\x00-\x1f\x7f]"
+_URL = rf"^{_CHAR}+$"
+# What a refused field needs, added to the validation message.
+_HINTS = {
+    "sources": "use s3://bucket/prefix/ (local paths need AUTODS_API_ALLOW_LOCAL_SOURCES=1)",
+    "output_url": "must lie under AUTODS_API_OUTPUT_PREFIXES",
+    "lfs": "labelling modules must be listed in AUTODS_API_LFS_ALLOWED",
+}
+_OPEN_PATHS = ("/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+               "/redoc")
+_MAX_ID = 2**31 - 1  # jobs.id is a 32-bit integer column
+
+
+class Error(BaseModel):
+    """Every refusal: a status code and one message."""
+
+    detail: str
+
+
+_ERRORS = {code: {"model": Error} for code in (400, 401, 403, 404, 409, 413, 422)}
 
 
 class Options(BaseModel):
@@ -39,16 +68,63 @@ class Options(BaseModel):
     resize: int | None = Field(default=None, ge=16, le=16_384)
 
 
-class JobRequest(BaseModel):
-    sources: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(
-        min_length=1, max_length=100)
-    dataset: str = Field(pattern=_DATASET)
-    output_url: str | None = Field(default=None, max_length=2048)
-    options: Options = Options()
+def _job_request(settings: Settings) -> type[BaseModel]:
+    """The body of ``POST /jobs`` under this server's rules, declared in the schema (so a
+    request the schema accepts is never refused by a rule it does not state): sources are
+    S3 prefixes unless local ones are allowed, an output location lies under an allowed
+    prefix, a labelling module is one of the allowed."""
+    api = settings.api
+    source = _URL if api.allow_local_sources else rf"^s3://{BUCKET_PATTERN}(/{_CHAR}*)?$"
+    prefixes = _output_prefixes(settings)
+    alternatives = [re.escape(p) for p in prefixes] + (["file:"] if api.allow_local_sources
+                                                        else [])
+    output = f"^({'|'.join(alternatives)}){_CHAR}*$" if alternatives else None
+    allowed = tuple(sorted({m.strip() for m in api.lfs_allowed.split(",") if m.strip()}))
+    options = create_model(
+        "Options", __base__=Options,
+        lfs=(Literal[allowed] | None if allowed else None,  # type: ignore[valid-type]
+             Field(default=None, description="A labelling module of AUTODS_API_LFS_ALLOWED")))
+    return create_model(
+        "JobRequest",
+        sources=(list[Annotated[str, Field(min_length=1, max_length=2048, pattern=source)]],
+                 Field(min_length=1, max_length=100, description=(
+                     "s3://bucket/prefix/ locations (local paths and URL lists only where "
+                     "the server sets AUTODS_API_ALLOW_LOCAL_SOURCES=1)"))),
+        dataset=(str, Field(pattern=_DATASET)),
+        output_url=((Annotated[str, Field(max_length=2048, pattern=output)] | None)
+                    if output else None,
+                    Field(default=None, description=(
+                        "Where the dataset's shards go, under one of "
+                        f"{', '.join(prefixes) or 'no prefix'} (AUTODS_API_OUTPUT_PREFIXES); "
+                        "for an existing dataset, its own location or nothing"))),
+        options=(options, Field(default_factory=options)),
+    )
+
+
+def _output_prefixes(settings: Settings) -> list[str]:
+    """Where a caller may send a job's shards: the configured prefixes, or else the
+    bucket of the configured storage."""
+    prefixes = [p.strip() for p in settings.api.output_prefixes.split(",") if p.strip()]
+    if not prefixes and settings.storage.url.startswith("s3://"):
+        prefixes = [f"s3://{settings.storage.url[len('s3://'):].split('/', 1)[0]}/"]
+    return [p if p.endswith("/") else p + "/" for p in prefixes]
 
 
 class JobAccepted(BaseModel):
     job_id: int
+
+
+class NotificationIn(BaseModel):
+    """An S3/MinIO bucket notification; each record is judged on its own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    Records: list[Any] | None = None  # noqa: N815 - the notification format's name
+
+
+class RejectedRecord(BaseModel):
+    record: int
+    reason: str
 
 
 class EventsAccepted(BaseModel):
@@ -56,6 +132,7 @@ class EventsAccepted(BaseModel):
     accepted: int
     duplicates: int
     ignored: int
+    rejected: list[RejectedRecord] = []
 
 
 class ShardOut(BaseModel):
@@ -75,12 +152,15 @@ class DatasetOut(BaseModel):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The ASGI app; refuses to exist without a token unless local development says so."""
+    """The ASGI app; refuses to exist without a usable token unless local development says
+    so (and then it answers loopback clients only)."""
     settings = settings or Settings()
-    token = settings.api.token.get_secret_value() if settings.api.token else ""
+    token = settings.api.token.get_secret_value().strip() if settings.api.token else ""
     if not token and not settings.api.insecure_local:
         raise RuntimeError("AUTODS_API_TOKEN is not set (AUTODS_API_INSECURE_LOCAL=1 allows "
-                           "an unauthenticated API for local development only)")
+                           "an unauthenticated API on loopback, for local development only)")
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise RuntimeError(f"AUTODS_API_TOKEN is shorter than {MIN_TOKEN_CHARS} characters")
     from autods.tasks.app import app as celery_app
     from autods.tasks.app import configure
 
@@ -88,22 +168,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure(celery_app, settings)
     app = FastAPI(title="autods", version=VERSION,
                   description="Build training-ready multimodal datasets.")
+    app.state.settings = settings
+    app.add_middleware(RequestGuard, token=token, max_body=settings.api.max_body_bytes,
+                       open_paths=_OPEN_PATHS)
+    # The guard enforces the token; this declares the scheme in the OpenAPI document.
+    auth = [Depends(HTTPBearer(auto_error=False, description="AUTODS_API_TOKEN"))]
 
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not token:
-            return
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong token",
-                                headers={"WWW-Authenticate": "Bearer"})
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(exc)[:2000]},
+                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
-    auth = [Depends(authorized)]
+    job_request = _job_request(settings)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={503: {"model": Error}})
     def readyz() -> dict[str, str]:
         try:
             with session_scope(rt.engine) as db:
@@ -113,27 +195,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 from exc
         return {"status": "ready"}
 
-    @app.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
-              dependencies=auth, tags=["jobs"])
-    def post_job(req: JobRequest) -> JobAccepted:
-        _check_sources(settings, req.sources)
-        _check_lfs(settings, req.options.lfs)
+    def post_job(req) -> JobAccepted:
         from autods.tasks.canvas import start_job
 
         options = JobOptions.from_settings(rt.settings, **req.options.model_dump())
-        job_id = start_job(rt, req.sources, req.dataset, options, output_url=req.output_url)
+        try:
+            job_id = start_job(rt, req.sources, req.dataset, options,
+                               output_url=req.output_url)
+        except OutputConflict as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        except SourceNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)[:2000]) from exc
+        except SourceDenied as exc:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)[:2000]) from exc
+        except JobRefused as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)[:2000]) \
+                from exc
         return JobAccepted(job_id=job_id)
 
-    @app.get("/jobs/{job_id}", dependencies=auth, tags=["jobs"])
-    def get_job(job_id: int) -> dict[str, Any]:
+    # The body's model is built for this server's settings, so it is set here, not written
+    # in the signature (where postponed annotations would name a local variable).
+    post_job.__annotations__["req"] = job_request
+    app.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
+             dependencies=auth, tags=["jobs"], responses=_ERRORS)(post_job)
+
+    @app.get("/jobs/{job_id}", dependencies=auth, tags=["jobs"], responses=_ERRORS)
+    def get_job(job_id: Annotated[int, Path(ge=1, le=_MAX_ID)]) -> dict[str, Any]:
         try:
             return job_status(rt, job_id).as_dict()
         except KeyError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}") from exc
 
     @app.get("/datasets/{name}", response_model=DatasetOut, dependencies=auth,
-             tags=["datasets"])
-    def get_dataset(name: str) -> DatasetOut:
+             tags=["datasets"], responses=_ERRORS)
+    def get_dataset(name: Annotated[str, Path(pattern=_DATASET)]) -> DatasetOut:
         with session_scope(rt.engine) as db:
             ds = db.scalar(select(Dataset).where(Dataset.name == name))
             if ds is None:
@@ -149,36 +244,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  url=f"{ds.output_url.rstrip('/')}/{s.info.get('tar', '')}")
                         for s in shards])
 
-    @app.post("/events/s3", response_model=EventsAccepted, dependencies=auth, tags=["events"])
-    def post_s3_event(payload: dict[str, Any],
+    @app.post("/events/s3", response_model=EventsAccepted, dependencies=auth, tags=["events"],
+              responses=_ERRORS)
+    def post_s3_event(payload: NotificationIn,
                       dataset: Annotated[str | None, Query(pattern=_DATASET)] = None
                       ) -> EventsAccepted:
-        """A MinIO/S3 bucket notification: ingest each created image object once."""
+        """A MinIO/S3 bucket notification: ingest each created image object once. Each
+        record is judged on its own; malformed ones are reported in ``rejected``."""
         from autods.pipeline.events import ingest_created
         from autods.tasks.canvas import start_job
 
-        outcome = ingest_created(rt, created_objects(payload),
-                                 dataset or settings.api.events_dataset,
-                                 JobOptions.from_settings(rt.settings), start_job)
+        try:
+            note = parse_notification(payload.model_dump())
+        except MalformedEvent as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        try:
+            outcome = ingest_created(rt, note, dataset or settings.api.events_dataset,
+                                     JobOptions.from_settings(rt.settings), start_job)
+        except OutputConflict as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         return EventsAccepted(job_id=outcome.job_id, accepted=outcome.accepted,
-                              duplicates=outcome.duplicates, ignored=outcome.ignored)
+                              duplicates=outcome.duplicates, ignored=outcome.ignored,
+                              rejected=[RejectedRecord(record=i, reason=r)
+                                        for i, r in outcome.rejected])
 
     return app
 
 
-def _check_sources(settings: Settings, sources: list[str]) -> None:
-    for spec in sources:
-        if spec.startswith("s3://"):
-            continue
-        if settings.api.allow_local_sources and Path(spec).exists():
-            continue
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"source not allowed over the API: {spec[:200]!r} (use s3:// prefixes; "
-                            "local paths need AUTODS_API_ALLOW_LOCAL_SOURCES=1)")
-
-
-def _check_lfs(settings: Settings, lfs: str | None) -> None:
-    allowed = {m.strip() for m in settings.api.lfs_allowed.split(",") if m.strip()}
-    if lfs and lfs not in allowed:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"labelling module {lfs!r} is not in AUTODS_API_LFS_ALLOWED")
+def _validation_message(exc: RequestValidationError) -> str:
+    """One line per problem, with what the field needs on this server."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        hint = next((h for field, h in _HINTS.items() if field in loc), None)
+        lines.append(f"{'.'.join(loc)}: {error.get('msg', '')}" + (f" ({hint})" if hint else ""))
+    return "; ".join(lines)

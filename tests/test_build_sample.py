@@ -206,3 +206,54 @@ def test_status_command_reads_the_job_from_the_database(built):
     assert status["status"] == "succeeded" and status["n_items"] == 68
     assert status["statuses"]["published"] == 59 and status["labelled"] >= 30
     assert status["stages"]["ingest"] == 68 and status["stages"]["shard"] == 59
+
+
+def test_the_readmes_read_examples_give_every_sample(built, monkeypatch):
+    """The README's "Read the dataset" block, run as written next to a built dataset of
+    JPEG, PNG, WebP, GIF and text shards."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(built[0].parent / "hf-cache"))
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Read the dataset", 1)[1].split("```python\n", 1)[1]
+    code = block.split("```", 1)[0]
+    monkeypatch.chdir(built[0].parent)
+    scope: dict = {}
+
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+
+    assert sum(1 for _ in scope["samples"]) == 59
+    hf = scope["hf"]
+    assert sum(len(d) for d in hf.values()) == 59
+    images = {layout: ext for layout in hf for ext in layout.split(",")
+              if ext in ("jpg", "png", "webp", "gif")}
+    assert sorted(images.values()) == ["gif", "jpg", "png", "webp"]  # each loaded apart
+    for layout, ext in images.items():
+        assert all(row[ext] is not None for row in hf[layout]), layout
+    assert sum(n for _, n in scope["labels"].fetchall()) == 59
+
+
+def test_status_reads_a_build_by_its_folder(built):
+    proc = subprocess.run([sys.executable, "-m", "autods.cli", "status", "1", "--out",
+                           str(built[0]), "--json"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={k: v for k, v in os.environ.items()
+                                           if not k.startswith("AUTODS_")})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["statuses"]["published"] == 59
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--lfs", "no_such_lf_module"], "no_such_lf_module"),
+    (["--no-embed", "/nonexistent/photos"], "source not found"),
+])
+def test_a_job_that_cannot_start_fails_in_one_line_before_any_work(tmp_path, args, says):
+    out = tmp_path / "ds"
+    proc = subprocess.run([sys.executable, "-m", "autods.cli", "build", str(SAMPLE / "images"),
+                           *args, "--out", str(out), "--quiet", "--workers", "1"], cwd=ROOT,
+                          env={**os.environ, **ENV}, capture_output=True, text=True, timeout=300)
+
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert says in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    with sqlite3.connect(out / ".autods" / "autods.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 0

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpcore
 import httpx
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from autods.config import FetchSettings
 from autods.core.records import Fetched, Reason, Rejected, TransientError
@@ -47,7 +47,9 @@ REMOTE_SCHEMES = URL_SCHEMES | {"s3"}
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _GONE_STATUSES = frozenset({404, 410})
 _BACKOFF_S = (0.2, 0.4)
-_S3_DENIED = frozenset({"AccessDenied", "403"})
+_S3_DENIED = frozenset({"AccessDenied", "AllAccessDisabled", "403"})
+# A bucket that does not exist will not appear by retrying: every object in it is missing.
+_S3_NO_BUCKET = frozenset({"NoSuchBucket", "InvalidBucketName"})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -244,7 +246,7 @@ def _local_path(uri: str) -> Path:
 def _s3_rejection(uri: str, exc: ClientError) -> Exception:
     """A missing or forbidden object is bad input; any other S3 error is ours to retry."""
     code = str(exc.response.get("Error", {}).get("Code", ""))
-    if code in S3_NOT_FOUND:
+    if code in S3_NOT_FOUND or code in _S3_NO_BUCKET:
         return Rejected(Reason.NOT_FOUND, f"s3 {code}")
     if code in _S3_DENIED:
         return Rejected(Reason.HTTP_ERROR, f"s3 {code}")
@@ -402,6 +404,8 @@ class Fetcher:
             obj = self._s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             raise _s3_rejection(uri, exc) from exc
+        except ParamValidationError as exc:  # a name S3 could never accept
+            raise Rejected(Reason.BAD_RECORD, f"s3 {exc}") from exc
         except BotoCoreError as exc:
             raise TransientError(f"S3 get {uri}: {exc}") from exc
         with closing(obj["Body"]) as body:

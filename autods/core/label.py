@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from autods.core.records import Modality
+from autods.core.records import LabellingModuleError, Modality
 
 ABSTAIN = -1
 
@@ -81,10 +81,15 @@ def builtin_lfs(labels: Sequence[str]) -> list[Any]:
 def load_spec(module_name: str, builtin: bool = True) -> LabelSpec:
     """Import the configured LF module and collect its LFs in name order."""
     LabelingFunction, _ = _snorkel()
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - user code: whatever it raises, say so in a line
+        raise LabellingModuleError(f"labelling module {module_name!r} does not load: "
+                                   f"{type(exc).__name__}: {exc}") from exc
     labels = getattr(module, "LABELS", None)
     if not labels or not all(isinstance(x, str) for x in labels):
-        raise ValueError(f"{module_name} must define LABELS, a non-empty list of class names")
+        raise LabellingModuleError(
+            f"{module_name} must define LABELS, a non-empty list of class names")
     lfs = sorted(
         (v for v in vars(module).values() if isinstance(v, LabelingFunction)),
         key=lambda lf: lf.name,
@@ -92,7 +97,7 @@ def load_spec(module_name: str, builtin: bool = True) -> LabelSpec:
     if builtin:
         lfs += builtin_lfs(labels)
     if not lfs:
-        raise ValueError(f"{module_name} defines no snorkel LabelingFunction")
+        raise LabellingModuleError(f"{module_name} defines no snorkel LabelingFunction")
     return LabelSpec(labels=list(labels), lfs=lfs, source=module_name)
 
 

@@ -260,6 +260,9 @@ def index_entry(shard: ShardInfo, index_dir: str) -> dict[str, Any]:
         "filesize": shard.nbytes,
         "sha256": shard.sha256,
         "modality": shard.modality,
+        # The member extensions of every sample in the shard: readers that take one
+        # schema per load (Hugging Face datasets) load each layout on its own.
+        "extensions": list(shard.extensions),
         "manifest": _relative(shard.manifest_json_key, index_dir),
         "manifest_parquet": _relative(shard.manifest_parquet_key, index_dir),
     }

@@ -86,6 +86,32 @@ class Rejected(Exception):  # noqa: N818 - a verdict on input, not an error in a
         self.detail = detail
 
 
+class JobRefused(ValueError):  # noqa: N818 - a verdict on a request
+    """A job that cannot start as asked; nothing of it is kept, and the message says why
+    in one line."""
+
+
+class SourceError(JobRefused):
+    """A source that cannot be listed at all (missing, unsupported, a bucket that does not
+    exist or may not be read): the job cannot be planned, and nothing of it is kept."""
+
+
+class SourceNotFound(SourceError):  # noqa: N818 - a kind of SourceError
+    """The source names a path or bucket that does not exist."""
+
+
+class SourceDenied(SourceError):  # noqa: N818 - a kind of SourceError
+    """The source exists but may not be read with the credentials at hand."""
+
+
+class LabellingModuleError(JobRefused):
+    """The labelling module named for a job cannot be used; found before any work starts."""
+
+
+class OutputConflict(JobRefused):
+    """The dataset exists and writes elsewhere than the ``output_url`` asked for."""
+
+
 class TransientError(Exception):
     """A failure worth retrying (storage or network hiccup), never bad input."""
 

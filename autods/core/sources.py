@@ -14,19 +14,31 @@ import json
 import logging
 import os
 import posixpath
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from autods.core.records import Modality, Reason, SourceItem, TransientError
+from autods.core.records import (
+    Modality,
+    Reason,
+    SourceDenied,
+    SourceError,
+    SourceItem,
+    SourceNotFound,
+    TransientError,
+)
 from autods.core.validate import is_image_name
 
 log = logging.getLogger(__name__)
 
 RECORD_EXTENSIONS = frozenset({".txt", ".csv", ".jsonl", ".parquet"})
 METADATA_NAME = "metadata.jsonl"
+#: Largest metadata file read: its rows stay in memory while a source is listed (in the
+#: API's process, for jobs posted over REST), so a bigger one is refused, not read.
+MAX_METADATA_BYTES = 64 * 1024 * 1024
 #: Schemes a URL list may name (fetch follows redirects only to these too).
 URL_SCHEMES = frozenset({"http", "https"})
 
@@ -35,8 +47,14 @@ _URL_KEYS = frozenset({"url", *_FIELDS})
 _TEXT_KEYS = frozenset({"text", *_FIELDS})
 _WARN_LIMIT = 5  # per metadata file; the rest are only counted
 _BOM = b"\xef\xbb\xbf"
-_FATAL_S3_CODES = frozenset({"NoSuchBucket", "AccessDenied", "InvalidBucketName",
-                             "AllAccessDisabled"})
+_MISSING_S3_CODES = frozenset({"NoSuchBucket", "InvalidBucketName"})
+_FATAL_S3_CODES = frozenset({"AccessDenied", "AllAccessDisabled"})
+# S3 bucket naming rules: 3-63 of lowercase letters, digits, dots and hyphens, starting
+# and ending with a letter or digit.
+#: An S3 bucket name (shared with the API's schema, which declares the same rule).
+BUCKET_PATTERN = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+_BUCKET = re.compile(BUCKET_PATTERN)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,8 +102,8 @@ def _classify(spec: str) -> tuple[str, Path]:
     if path.is_file() and path.suffix.lower() in RECORD_EXTENSIONS:
         return _record_kind(path), path
     if not path.exists():
-        raise ValueError(f"source not found: {spec}")
-    raise ValueError(
+        raise SourceNotFound(f"source not found: {spec}")
+    raise SourceError(
         f"unsupported source {spec}: expected a folder, s3://bucket/prefix, "
         "or a .txt/.csv/.jsonl/.parquet file"
     )
@@ -177,6 +195,8 @@ def _text_item(row: dict[str, Any], where: str) -> SourceItem:
     text = fields.get("text")
     if not isinstance(text, str):
         return _bad(where, Reason.BAD_RECORD, "text missing or not a string", Modality.TEXT)
+    if _SURROGATE.search(text):  # a JSON "\udcff" escape: no UTF-8 text can hold it
+        return _bad(where, Reason.INVALID_UTF8, "text has a lone surrogate", Modality.TEXT)
     return SourceItem(
         0, where,
         modality=Modality.TEXT,
@@ -303,9 +323,9 @@ def _iter_csv(path: Path, file_uri: str, make: Callable[[dict, str], SourceItem]
     except StopIteration:
         return
     except csv.Error as exc:
-        raise ValueError(f"{path}: unreadable CSV header: {exc}") from exc
+        raise SourceError(f"{path}: unreadable CSV header: {exc}") from exc
     if bad:
-        raise ValueError(f"{path}: CSV header is not UTF-8")
+        raise SourceError(f"{path}: CSV header is not UTF-8")
     previous = reader.line_num
     while True:
         try:
@@ -438,7 +458,11 @@ class _Tree:
         merged: dict[str, dict[str, Any]] = {}
         for rel in sorted(self.metadata, key=lambda r: (r.count("/"), r)):
             base = posixpath.dirname(rel)
-            rows, _ = parse_metadata(read(rel), rel)
+            data = read(rel)
+            if len(data) > MAX_METADATA_BYTES:
+                raise SourceError(f"{rel}: metadata over {MAX_METADATA_BYTES} bytes; split "
+                                  "it into one metadata.jsonl per folder")
+            rows, _ = parse_metadata(data, rel)
             for name, row in rows.items():
                 merged[posixpath.join(base, name) if base else name] = row
         return merged
@@ -483,7 +507,7 @@ def _read_caption(path: Path) -> tuple[str | None, str | None]:
 def _iter_folder(root: Path) -> Iterator[SourceItem]:
     """Images under a folder, sorted by relative path, with captions and metadata."""
     tree = _Tree(_walk(root))
-    metadata = tree.read_metadata(lambda rel: (root / rel).read_bytes())
+    metadata = tree.read_metadata(lambda rel: _read_bounded(root / rel))
     log.info("folder %s: %d image file(s), %d caption file(s), %d metadata file(s)",
              root, len(tree.images), len(tree.captions), len(tree.metadata))
     for rel in tree.images:
@@ -503,7 +527,11 @@ def _split_s3(spec: str) -> tuple[str, str]:
     so ``s3://b/photos`` does not pick up ``photos2/``)."""
     parsed = urlsplit(spec)
     if not parsed.netloc:
-        raise ValueError(f"S3 source needs a bucket: {spec}")
+        raise SourceError(f"S3 source needs a bucket: {spec}")
+    if not _BUCKET.fullmatch(parsed.netloc):
+        raise SourceError(f"not a valid S3 bucket name: {parsed.netloc[:80]!r}")
+    if "\x00" in spec:
+        raise SourceError("an S3 prefix cannot contain NUL")
     prefix = parsed.path.lstrip("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
@@ -523,8 +551,10 @@ def _s3_failure(action: str, exc: Exception) -> Exception:
 
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
+        if code in _MISSING_S3_CODES:
+            return SourceNotFound(f"{action}: {code}")
         if code in _FATAL_S3_CODES:
-            return ValueError(f"{action}: {code}")
+            return SourceDenied(f"{action}: {code}")
     return TransientError(f"{action}: {exc}")
 
 
@@ -545,11 +575,18 @@ def _list_s3(client, bucket: str, prefix: str) -> list[str]:
     return rels
 
 
+def _read_bounded(path: Path) -> bytes:
+    """A metadata file, or its first bytes past the limit (enough to refuse it)."""
+    with path.open("rb") as f:
+        return f.read(MAX_METADATA_BYTES + 1)
+
+
 def _get_s3(client, bucket: str, key: str) -> bytes:
+    """A metadata object, at most one byte past the limit (enough to refuse it)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_METADATA_BYTES + 1)
     except (BotoCoreError, ClientError) as exc:
         raise _s3_failure(f"get s3://{bucket}/{key}", exc) from exc
 

@@ -41,6 +41,22 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> list[str]: ...
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def _publishable(path: str | Path) -> None:
+    """Temporary files are created 0600; a stored object gets the mode a plain ``open``
+    would give it (0666 less the umask), so readers under other users can open shards."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 class LocalStore:
     """A folder; the embedded default."""
 
@@ -58,6 +74,7 @@ class LocalStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            _publishable(tmp)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -67,6 +84,7 @@ class LocalStore:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            _publishable(path)
             os.replace(path, target)
         except OSError:  # another filesystem: copy next to the target, then rename
             self.put(key, Path(path).read_bytes())

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
-from autods.core.records import SourceItem
-from autods.core.s3events import CreatedObject
+from autods.core.records import ItemStatus, JobState, SourceItem
+from autods.core.s3events import Notification
 from autods.core.validate import is_image_name
-from autods.db.models import S3Event
+from autods.db.models import Item, Job, S3Event
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore
 from autods.pipeline.options import JobOptions
@@ -33,12 +33,18 @@ class EventOutcome:
     accepted: int
     duplicates: int
     ignored: int
+    rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
-def ingest_created(rt: Runtime, objects: list[CreatedObject], dataset: str,
-                   options: JobOptions, start: StartJob) -> EventOutcome:
-    """Claim new objects and start one job for them with ``start``."""
-    images = [o for o in objects if is_image_name(o.key)]
+def ingest_created(rt: Runtime, note: Notification, dataset: str, options: JobOptions,
+                   start: StartJob) -> EventOutcome:
+    """Claim new objects and start one job for them with ``start``.
+
+    Exactly once holds for what gets published: an object whose job failed, or whose item
+    failed in it, is claimed again by the next delivery, and claims are released when the
+    job cannot even start.
+    """
+    images = [o for o in note.created if is_image_name(o.key)]
     unique = list({o.dedup_key: o for o in images}.values())
     claim = uuid.uuid4().hex
     with session_scope(rt.engine) as db:
@@ -47,14 +53,46 @@ def ingest_created(rt: Runtime, objects: list[CreatedObject], dataset: str,
              "claim": claim}
             for o in unique
         ], conflict=("dedup_key",))
+        _take_over_unpublished(db, [o.dedup_key for o in unique], claim)
         mine = set(db.scalars(select(S3Event.dedup_key).where(S3Event.claim == claim)))
     fresh = [o for o in unique if o.dedup_key in mine]
-    outcome = EventOutcome(None, len(fresh), len(images) - len(fresh), len(objects) - len(images))
+    outcome = EventOutcome(None, len(fresh), len(images) - len(fresh),
+                           note.ignored + len(note.created) - len(images), note.rejected)
     if not fresh:
         return outcome
     items = [SourceItem(ordinal=i, uri=o.uri, source=f"s3-event:{o.bucket}")
              for i, o in enumerate(fresh)]
-    outcome.job_id = start(rt, [o.uri for o in fresh], dataset, options, items=items)
+    try:
+        outcome.job_id = start(rt, [o.uri for o in fresh], dataset, options, items=items)
+    except BaseException:
+        with session_scope(rt.engine) as db:
+            db.execute(delete(S3Event).where(S3Event.claim == claim))
+        raise
     with session_scope(rt.engine) as db:
         db.execute(update(S3Event).where(S3Event.claim == claim).values(job_id=outcome.job_id))
     return outcome
+
+
+def _take_over_unpublished(db, keys: list[str], claim: str) -> None:
+    """Claim again the objects of earlier deliveries that were never published: their
+    job failed, or their own item did. Each row changes hands only if its claim is still
+    the one read (two deliveries at once cannot both take it)."""
+    for start in range(0, len(keys), 1000):
+        rows = db.execute(
+            select(S3Event.id, S3Event.claim, S3Event.bucket, S3Event.key, S3Event.job_id,
+                   Job.status)
+            .join(Job, Job.id == S3Event.job_id)
+            .where(S3Event.dedup_key.in_(keys[start:start + 1000]), S3Event.claim != claim)
+        ).all()
+        running = [r for r in rows if r.status != JobState.FAILED]
+        failed_items = set(db.execute(
+            select(Item.job_id, Item.uri).where(
+                Item.job_id.in_({r.job_id for r in running}),
+                Item.uri.in_({f"s3://{r.bucket}/{r.key}" for r in running}),
+                Item.status == ItemStatus.FAILED)
+        ).all()) if running else set()
+        for r in rows:
+            lost = (r.job_id, f"s3://{r.bucket}/{r.key}") in failed_items
+            if lost or r.status == JobState.FAILED:
+                db.execute(update(S3Event).where(S3Event.id == r.id, S3Event.claim == r.claim)
+                           .values(claim=claim, job_id=None))

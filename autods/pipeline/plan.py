@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, select
 
-from autods.core.records import ItemStatus, JobState, SourceItem
+from autods.core.records import ItemStatus, JobState, OutputConflict, SourceItem
 from autods.core.sources import iter_source
 from autods.core.validate import clean_caption
 from autods.db.models import Batch, Chunk, Dataset, Item, Job, utcnow
@@ -35,14 +36,29 @@ def fingerprint(sources: list[str], dataset: str, options: JobOptions) -> str:
 
 def find_resumable(rt: Runtime, sources: list[str], dataset: str, options: JobOptions
                    ) -> int | None:
-    """The newest unfinished job with the same sources, dataset and options, if any."""
+    """The newest planned, unfinished job with the same sources, dataset and options.
+
+    A job still ``pending`` was never fully planned (its planner died while listing): it
+    is discarded, so the caller plans the job again instead of resuming half a list.
+    """
     fp = fingerprint([normalise_source(s) for s in sources], dataset, options)
     with session_scope(rt.engine) as db:
+        unplanned = list(db.scalars(select(Job.id).where(
+            Job.fingerprint == fp, Job.status == JobState.PENDING)))
+        for job_id in unplanned:
+            log.info("job %d was never fully planned; planning it again", job_id)
+            _discard(db, job_id)
         return db.scalar(
-            select(Job.id).where(Job.fingerprint == fp,
-                                 Job.status.in_((JobState.PENDING, JobState.RUNNING)))
+            select(Job.id).where(Job.fingerprint == fp, Job.status == JobState.RUNNING)
             .order_by(Job.id.desc()).limit(1)
         )
+
+
+def _discard(db, job_id: int) -> None:
+    """Remove a job that was never planned completely, with its items (nothing else of it
+    exists yet: chunks and batches are written once listing is done)."""
+    db.execute(delete(Item).where(Item.job_id == job_id))
+    db.execute(delete(Job).where(Job.id == job_id))
 
 
 def create_job(rt: Runtime, sources: list[str], dataset: str, options: JobOptions,
@@ -56,11 +72,15 @@ def create_job(rt: Runtime, sources: list[str], dataset: str, options: JobOption
     sources = [normalise_source(s) for s in sources]
     with session_scope(rt.engine) as db:
         ds = db.scalar(select(Dataset).where(Dataset.name == dataset))
-        if ds is None:
+        created = ds is None
+        if created:
             out = output_url or f"{rt.settings.storage.url.rstrip('/')}/datasets/{dataset}"
             ds = Dataset(name=dataset, output_url=out, near_k=options.near_k)
             db.add(ds)
             db.flush()
+        elif output_url is not None and output_url != ds.output_url:
+            raise OutputConflict(f"dataset {dataset!r} writes to {ds.output_url}, "
+                                 f"not {output_url}")
         job = Job(dataset_id=ds.id, status=JobState.PENDING, sources=sources,
                   params=options.as_params(),
                   fingerprint=fingerprint(sources, dataset, options))
@@ -71,8 +91,19 @@ def create_job(rt: Runtime, sources: list[str], dataset: str, options: JobOption
             log.warning("dataset %s indexes pHash bands for k=%d; using it instead of k=%d",
                         dataset, ds.near_k, options.near_k)
 
-    n_items = _insert_items(rt, job_id, items if items is not None else _listed(rt, sources),
-                            options.chunk_size)
+    try:
+        n_items = _insert_items(rt, job_id,
+                                items if items is not None else _listed(rt, sources),
+                                options.chunk_size)
+    except BaseException:
+        # A source that cannot be listed (or an interrupt while listing) leaves nothing
+        # behind: no pending job, and no dataset that this job alone created.
+        with session_scope(rt.engine) as db:
+            _discard(db, job_id)
+            if created:
+                db.execute(delete(Dataset).where(
+                    Dataset.id == ds.id, ~exists().where(Job.dataset_id == ds.id)))
+        raise
     n_chunks = -(-n_items // options.chunk_size)
     chunks_per_batch = max(1, options.batch_size // options.chunk_size)
     n_batches = -(-n_chunks // chunks_per_batch)
@@ -125,10 +156,15 @@ def _insert_items(rt: Runtime, job_id: int, items: Iterable[SourceItem], chunk_s
     return count
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _without_nul(value):
-    """PostgreSQL text cannot hold NUL; inputs may. Drop it everywhere before storing."""
+    """PostgreSQL text cannot hold NUL and no database can hold a lone surrogate (a JSON
+    ``\udcff`` escape); inputs may. NUL is dropped and a surrogate becomes U+FFFD
+    everywhere before storing (a text record with one is rejected by its reader)."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
     if isinstance(value, dict):
         return {_without_nul(k): _without_nul(v) for k, v in value.items()}
     if isinstance(value, list):

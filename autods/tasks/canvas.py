@@ -66,6 +66,8 @@ def start_job(rt: Runtime, sources: list[str], dataset: str, options: JobOptions
     events) starts a job. With ``resume`` an unfinished job of the same sources, dataset
     and options is sent again instead of planning a new one."""
     require_current(rt.engine)
+    if options.lfs:
+        rt.label_spec(options.lfs)  # a module that does not load fails here, before any work
     job_id = find_resumable(rt, sources, dataset, options) if resume else None
     if job_id is not None:
         log.info("resuming job %d", job_id)

@@ -593,9 +593,29 @@ def test_s3_rejections(s3_fetcher):
     assert rejection(s3_fetcher, "s3://inputs").reason == Reason.BAD_RECORD
 
 
-def test_s3_storage_failure_is_transient(s3_fetcher):
-    with pytest.raises(TransientError):
-        s3_fetcher.fetch("s3://no-such-bucket/a.png")
+def test_s3_missing_bucket_is_a_missing_object_not_an_outage(s3_fetcher):
+    err = rejection(s3_fetcher, "s3://no-such-bucket/a.png")
+    assert (err.reason, err.detail) == (Reason.NOT_FOUND, "s3 NoSuchBucket")
+    assert rejection(s3_fetcher, "s3://Not_A_Bucket/a.png").reason in (
+        Reason.NOT_FOUND, Reason.BAD_RECORD)
+
+
+def test_s3_unreachable_is_transient():
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+                          region_name="us-east-1",
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+    with Fetcher(SETTINGS, s3_client=client) as f, pytest.raises(TransientError):
+        f.fetch("s3://inputs/a.png")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_s3_without_client_is_blocked(fetcher):

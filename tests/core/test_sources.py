@@ -377,3 +377,34 @@ def test_s3_missing_bucket_is_a_bad_spec(s3_endpoint):
     client = s3_client(s3_endpoint, "us-east-1")
     with pytest.raises(ValueError, match="NoSuchBucket"):
         list(iter_source("s3://no-such-bucket-here/x", s3_client=client))
+
+
+def test_a_text_with_a_lone_surrogate_is_one_rejected_item(tmp_path: Path):
+    path = tmp_path / "texts.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "bad \\udcff here"}\n{"text": "also fine"}\n')
+
+    items = list(iter_source(str(path)))
+
+    assert [i.error for i in items] == [None, "invalid_utf8", None]
+    assert items[1].text is None and items[2].text == "also fine"
+
+
+@pytest.mark.parametrize("spec", ["s3://", "s3:///x/", "s3://Bad_Bucket/x/", "s3://ab/x/",
+                                  "s3://bucket/a\x00b/"])
+def test_s3_specs_that_name_no_valid_bucket_are_refused_before_listing(spec):
+    from autods.core.records import SourceError
+
+    with pytest.raises(SourceError):
+        iter_source(spec, s3_client=object())
+
+
+def test_a_metadata_file_over_the_limit_is_refused_not_read(tmp_path: Path, monkeypatch):
+    from autods.core import sources
+    from autods.core.records import SourceError
+
+    monkeypatch.setattr(sources, "MAX_METADATA_BYTES", 100)
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.jpg", "caption": "c"}\n' * 10)
+
+    with pytest.raises(SourceError, match="metadata over 100 bytes"):
+        list(iter_source(str(tmp_path)))

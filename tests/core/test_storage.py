@@ -35,3 +35,20 @@ def test_s3_store_against_a_real_s3_server(s3_endpoint, tmp_path):
     assert not store.exists("missing")
     assert store.list("") == ["raw/x.bin", "shards/a.tar"]
     assert client.get_object(Bucket="store-test", Key="prefix/raw/x.bin")["Body"].read() == b"123"
+
+
+def test_stored_objects_get_the_mode_the_umask_gives(tmp_path):
+    import os
+    import stat
+
+    store = LocalStore(tmp_path)
+    store.put("a/b.bin", b"x")
+    staged = tmp_path / "staged.tar"
+    staged.write_bytes(b"tar")
+    os.chmod(staged, 0o600)  # as mkstemp makes it
+    store.put_file("a/c.tar", staged)
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("a/b.bin", "a/c.tar"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask

@@ -113,11 +113,26 @@ def test_routes_need_the_token_and_health_does_not(client):
 
 def test_local_paths_and_unlisted_lfs_are_refused(client):
     r = client.post("/jobs", json={"sources": ["/etc"], "dataset": "d"})
-    assert r.status_code == 422 and "not allowed" in r.text
+    assert r.status_code == 422 and "AUTODS_API_ALLOW_LOCAL_SOURCES" in r.json()["detail"]
     r = client.post("/jobs", json={"sources": ["s3://x/"], "dataset": "d",
                                    "options": {"lfs": "os"}})
     assert r.status_code == 422 and "AUTODS_API_LFS_ALLOWED" in r.text
     assert client.post("/jobs", json={"sources": ["s3://x/"], "dataset": "../x"}).status_code == 422
+
+
+def test_a_bucket_that_does_not_exist_is_404_and_leaves_no_row(client, settings):
+    from sqlalchemy import select
+
+    from autods.db.models import Dataset, Job
+    from autods.db.session import engine_for, session_scope
+
+    r = client.post("/jobs", json={"sources": ["s3://no-such-bucket-here/x/"],
+                                   "dataset": "ghost"})
+
+    assert r.status_code == 404 and "NoSuchBucket" in r.json()["detail"]
+    with session_scope(engine_for(settings.database.url)) as db:
+        assert db.scalar(select(Dataset.id).where(Dataset.name == "ghost")) is None
+        assert db.scalars(select(Job.status).where(Job.status == "pending")).all() == []
 
 
 def test_job_posted_over_rest_builds_the_dataset(client, worker, settings, s3_endpoint):
@@ -228,7 +243,8 @@ def _wait_http(url: str, timeout: float = 30) -> None:
 
 def test_event_payload_without_created_objects_is_a_no_op(client):
     body = client.post("/events/s3", json={"Records": [{"eventName": "s3:ObjectRemoved:Delete"}]})
-    assert body.json() == {"job_id": None, "accepted": 0, "duplicates": 0, "ignored": 0}
+    assert body.json() == {"job_id": None, "accepted": 0, "duplicates": 0, "ignored": 0,
+                           "rejected": []}
     assert json.loads(client.post("/events/s3", json={}).text)["accepted"] == 0
 
 

@@ -1,0 +1,189 @@
+"""The REST API's refusals: each a 4xx with one message, decided before the body is read
+where it can be, and leaving no row behind. (Jobs that run are in
+tests/integration/test_service.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from autods.db.models import Dataset, Job
+from autods.db.session import session_scope
+from autods.rest import create_app
+from autods.rest_guard import RequestGuard
+from tests.datagen import image_folder
+
+TOKEN = "a-test-token-of-enough-length"
+
+
+@pytest.fixture
+def settings(runtime):
+    s = runtime.settings
+    s.api.token = SecretStr(TOKEN)
+    s.api.max_body_bytes = 4096
+    return s
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _auth(scheme: str = "Bearer") -> dict[str, str]:
+    return {"Authorization": f"{scheme} {TOKEN}"}
+
+
+def _rows(rt) -> tuple[int, int]:
+    with session_scope(rt.engine) as db:
+        return (db.scalar(select(func.count()).select_from(Job)),
+                db.scalar(select(func.count()).select_from(Dataset)))
+
+
+def test_the_token_is_checked_before_the_body_is_read():
+    reached, read = [], []
+
+    async def app(scope, receive, send):  # pragma: no cover - must not run
+        reached.append(scope)
+
+    async def receive():
+        read.append(1)
+        return {"type": "http.request", "body": b"{" * 10, "more_body": False}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    guard = RequestGuard(app, token=TOKEN, max_body=100, open_paths=())
+    scope = {"type": "http", "path": "/jobs", "headers": [(b"content-length", b"87000000")]}
+    asyncio.run(guard(scope, receive, send))
+
+    assert sent[0]["status"] == 401 and reached == [] and read == []
+
+
+def test_refusals_without_a_token_are_401_even_for_malformed_or_huge_bodies(client):
+    assert client.post("/jobs", content=b"{not json").status_code == 401
+    assert client.post("/jobs", content=b"x" * 100_000).status_code == 401
+    r = client.post("/jobs", json={"sources": ["s3://b/x/"], "dataset": "d"},
+                    headers={"Authorization": "Bearer wrong-token-wrong-token"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_bearer_scheme_is_case_insensitive(client, scheme):
+    assert client.get("/jobs/1", headers=_auth(scheme)).status_code == 404
+
+
+def test_bodies_over_the_limit_are_413_by_length_or_as_they_stream(client):
+    big = json.dumps({"sources": ["s3://bucket/" + "x" * 5000], "dataset": "d"})
+    assert client.post("/jobs", content=big, headers=_auth()).status_code == 413
+
+    def chunks():
+        for _ in range(10):
+            yield b" " * 1000
+
+    r = client.post("/jobs", content=chunks(), headers=_auth())
+    assert r.status_code == 413 and r.json() == {"detail": "request body over 4096 bytes"}
+
+
+@pytest.mark.parametrize("token", ["   ", "short-token"])
+def test_a_blank_or_short_token_refuses_to_start(runtime, token):
+    runtime.settings.api.token = SecretStr(token)
+    with pytest.raises(RuntimeError, match="AUTODS_API_TOKEN"):
+        create_app(runtime.settings)
+
+
+def test_without_a_token_only_loopback_clients_are_answered(runtime):
+    runtime.settings.api.token = None
+    runtime.settings.api.insecure_local = True
+    app = create_app(runtime.settings)
+    with TestClient(app, client=("203.0.113.9", 5000)) as remote:
+        assert remote.get("/jobs/1").status_code == 401
+    with TestClient(app, client=("127.0.0.1", 5000)) as local:
+        assert local.get("/jobs/1").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/jobs/99999999999999999999", "/jobs/0", "/datasets/a%00b",
+                                  "/datasets/-x"])
+def test_out_of_range_ids_and_bad_names_are_422_not_500(client, path):
+    r = client.get(path, headers=_auth())
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+
+
+def test_an_id_that_fits_but_does_not_exist_is_404(client):
+    assert client.get(f"/jobs/{2**31 - 1}", headers=_auth()).status_code == 404
+
+
+@pytest.mark.parametrize("body", [
+    {"sources": ["s3://"], "dataset": "d"},
+    {"sources": ["s3:///x/"], "dataset": "d"},
+    {"sources": ["s3://Invalid_Bucket/x/"], "dataset": "d"},
+    {"sources": ["s3://bucket/a\u0000b/"], "dataset": "d"},
+    {"sources": ["s3://bucket/x/"], "dataset": "d", "output_url": "s3://b/\u0000"},
+    {"sources": ["/etc/passwd"], "dataset": "d"},
+    {"sources": ["s3://bucket/x/"], "dataset": "d", "output_url": "file:///anywhere"},
+    {"sources": ["s3://bucket/x/"], "dataset": "d", "output_url": "ftp://h/x"},
+])
+def test_bad_jobs_are_422_with_a_message_and_leave_no_row(client, runtime, body):
+    r = client.post("/jobs", json=body, headers=_auth())
+
+    assert r.status_code == 422, r.text
+    assert isinstance(r.json()["detail"], str) and r.json()["detail"]
+    assert _rows(runtime) == (0, 0)
+
+
+def test_local_sources_when_allowed_are_checked_by_the_planner(settings, runtime, tmp_path):
+    settings.api.allow_local_sources = True
+    image_folder(tmp_path / "in", n_unique=2)
+    (tmp_path / "urls.csv").write_text("url\nhttps://example.org/a.jpg\n")
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/jobs", json={"sources": ["/etc/passwd"], "dataset": "d"},
+                        headers=_auth())
+        assert r.status_code == 422 and "unsupported source" in r.json()["detail"]
+        assert _rows(runtime) == (0, 0)
+        for source in (str(tmp_path / "in"), (tmp_path / "urls.csv").as_uri()):
+            r = client.post("/jobs", json={"sources": [source], "dataset": "d",
+                                           "output_url": (tmp_path / "out").as_uri()},
+                            headers=_auth())
+            assert r.status_code == 202, r.text
+        r = client.post("/jobs", json={"sources": [str(tmp_path / "in")], "dataset": "d",
+                                       "output_url": (tmp_path / "other").as_uri()},
+                        headers=_auth())
+        assert r.status_code == 409 and "writes to" in r.json()["detail"]
+    assert _rows(runtime) == (2, 1)
+
+
+def test_event_records_are_judged_one_by_one(client):
+    def record(bucket, key, etag="abc"):
+        return {"eventName": "s3:ObjectCreated:Put",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": etag}}}
+
+    payload = {"Records": [
+        record("raw", "ok/a.jpg"),
+        "not a record",
+        {"eventName": "s3:ObjectCreated:Put", "s3": []},
+        record("raw", "bad%00key.jpg"),
+        record("raw", "bad\u0000key.jpg"),
+        record("raw", "surrogate\udcff.jpg"),
+        record("b" * 300, "x.jpg"),
+        record("raw", "x.jpg", etag="e" * 101),
+        {"eventName": "s3:ObjectRemoved:Delete"},
+    ]}
+    # As a sender writes it: JSON with escapes, a lone surrogate included.
+    r = client.post("/events/s3?dataset=ev", content=json.dumps(payload),
+                    headers={**_auth(), "Content-Type": "application/json"})
+
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 1 and body["ignored"] == 1
+    assert [x["record"] for x in body["rejected"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert client.post("/events/s3", json={"Records": {"a": 1}},
+                       headers=_auth()).status_code == 422
