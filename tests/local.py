@@ -42,7 +42,11 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
     # step, and the worker's shutdown at teardown, would wait for the next poll.
     app.conf.broker_transport_options = {**app.conf.broker_transport_options,
                                          "polling_interval": 0.02}
+    # The in-memory broker lives as long as the process: a test that sends a job without
+    # a worker must not leave its messages to the next test's worker (and database).
+    app.control.purge()
     yield rt
+    app.control.purge()
     set_runtime(None)
 
 

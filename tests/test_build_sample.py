@@ -159,8 +159,11 @@ def _job_state(db: Path) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
 def test_interrupted_build_resumes_to_the_same_shards(built, tmp_path, sig):
     out = tmp_path / "ds"
+    # A shell that starts a command in the background hands it SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: give the build the default disposition.
     proc = subprocess.Popen(_build_cmd(out), cwd=ROOT, env={**os.environ, **ENV},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = out / ".autods" / "autods.sqlite"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
