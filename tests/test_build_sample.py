@@ -184,7 +184,12 @@ def test_interrupted_build_resumes_to_the_same_shards(built, tmp_path, sig):
     worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                 text=True).stdout.split()[0])
     os.killpg(worker, signal.SIGSTOP)
-    assert proc.poll() is None and _job_state(db) in ("running", "locked")
+    try:
+        assert proc.poll() is None and _job_state(db) in ("running", "locked")
+    except BaseException:  # never leave a frozen worker and a build polling it behind
+        os.killpg(worker, signal.SIGCONT)
+        proc.kill()
+        raise
     proc.send_signal(sig)
     os.killpg(worker, signal.SIGCONT)
     code = proc.wait(timeout=120)
