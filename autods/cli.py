@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +34,14 @@ Resize = Annotated[int | None, typer.Option(help="Re-encode images larger than t
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+
+
+def _importable_here() -> None:
+    """Modules named on the command line (``--lfs mypkg.lfs``) are found in the current
+    folder, as with ``python -m`` and as in the workers this CLI starts: the job loads its
+    labelling module here before any work, and an installed script has no such path."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _options(no_embed: bool, lfs: str | None, chunk_size, batch_size, shard_size, near_k,
@@ -63,6 +73,7 @@ def build(
     from autods.embedded import run_embedded
 
     _logging(verbose)
+    _importable_here()
     try:
         status = run_embedded(sources, out, dataset=dataset, workers=workers,
                               progress=not quiet,
@@ -99,6 +110,7 @@ def submit(
     from autods.progress import summary_table
 
     _logging(False)
+    _importable_here()
     try:
         job = do_submit(sources, dataset, output_url=output_url,
                         **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,

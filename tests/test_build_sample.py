@@ -22,7 +22,9 @@ ENV = {"AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_PIPELINE_CHUNK_SIZE": "8"
 
 
 def _build_cmd(out: Path) -> list[str]:
-    return [sys.executable, "-m", "autods.cli", "build", str(SAMPLE / "images"),
+    """The installed ``autods`` script, as ``make sample`` runs it (not ``python -m``, which
+    would put the current folder on the module path for it)."""
+    return [str(Path(sys.executable).parent / "autods"), "build", str(SAMPLE / "images"),
             str(SAMPLE / "texts.jsonl"), "--out", str(out), "--lfs", "examples.sample_lfs",
             "--workers", "2", "--quiet"]
 
