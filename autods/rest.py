@@ -54,6 +54,9 @@ class Error(BaseModel):
 
 
 _ERRORS = {code: {"model": Error} for code in (400, 401, 403, 404, 409, 413, 422)}
+_REFUSAL_STATUS = ((OutputConflict, status.HTTP_409_CONFLICT),
+                   (SourceNotFound, status.HTTP_404_NOT_FOUND),
+                   (SourceDenied, status.HTTP_403_FORBIDDEN))
 
 
 class Options(BaseModel):
@@ -202,15 +205,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             job_id = start_job(rt, req.sources, req.dataset, options,
                                output_url=req.output_url)
-        except OutputConflict as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-        except SourceNotFound as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)[:2000]) from exc
-        except SourceDenied as exc:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)[:2000]) from exc
         except JobRefused as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)[:2000]) \
-                from exc
+            raise _refused(exc) from exc
         return JobAccepted(job_id=job_id)
 
     # The body's model is built for this server's settings, so it is set here, not written
@@ -261,14 +257,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             outcome = ingest_created(rt, note, dataset or settings.api.events_dataset,
                                      JobOptions.from_settings(rt.settings), start_job)
-        except OutputConflict as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        except JobRefused as exc:
+            raise _refused(exc) from exc
         return EventsAccepted(job_id=outcome.job_id, accepted=outcome.accepted,
                               duplicates=outcome.duplicates, ignored=outcome.ignored,
                               rejected=[RejectedRecord(record=i, reason=r)
                                         for i, r in outcome.rejected])
 
     return app
+
+
+def _refused(exc: JobRefused) -> HTTPException:
+    """A job that cannot start, as its status: another output location 409, a missing
+    source 404, a forbidden one 403, anything else about the request 422."""
+    code = next((c for kind, c in _REFUSAL_STATUS if isinstance(exc, kind)),
+                status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return HTTPException(code, str(exc)[:2000])
 
 
 def _validation_message(exc: RequestValidationError) -> str:

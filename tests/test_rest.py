@@ -187,3 +187,16 @@ def test_event_records_are_judged_one_by_one(client):
     assert [x["record"] for x in body["rejected"]] == [1, 2, 3, 4, 5, 6, 7]
     assert client.post("/events/s3", json={"Records": {"a": 1}},
                        headers=_auth()).status_code == 422
+
+
+def test_an_event_job_that_cannot_start_is_a_4xx_and_releases_its_objects(settings):
+    settings.label.lfs = "no_such_lf_module"
+    payload = {"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {
+        "bucket": {"name": "raw"}, "object": {"key": "a.jpg", "eTag": "e1"}}}]}
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/events/s3?dataset=ev", json=payload, headers=_auth())
+        assert r.status_code == 422 and "no_such_lf_module" in r.json()["detail"]
+        settings.label.lfs = None
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/events/s3?dataset=ev", json=payload, headers=_auth())
+    assert r.status_code == 200 and r.json()["accepted"] == 1
