@@ -22,7 +22,7 @@ from sqlalchemy import func, select, text
 
 from autods.config import Settings
 from autods.core.records import JobRefused, OutputConflict, SourceDenied, SourceNotFound
-from autods.core.s3events import MalformedEvent, parse_notification
+from autods.core.s3events import parse_notification
 from autods.core.sources import BUCKET_PATTERN
 from autods.db.models import Dataset, Shard
 from autods.db.session import session_scope
@@ -250,10 +250,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from autods.pipeline.events import ingest_created
         from autods.tasks.canvas import start_job
 
-        try:
-            note = parse_notification(payload.model_dump())
-        except MalformedEvent as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        # The model has already refused a payload whose Records is not a list (422).
+        note = parse_notification(payload.model_dump())
         try:
             outcome = ingest_created(rt, note, dataset or settings.api.events_dataset,
                                      JobOptions.from_settings(rt.settings), start_job)

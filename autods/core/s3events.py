@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-#: S3's own limits: bucket names of 3-63 characters, keys of at most 1024 UTF-8 bytes; an
-#: ETag is a quoted hash, well under 100 characters.
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+from autods.core.sources import BUCKET_PATTERN
+
+#: S3's own limits: bucket names as sources check them, keys of at most 1024 UTF-8 bytes;
+#: an ETag is a quoted hash, well under 100 characters.
+_BUCKET = re.compile(BUCKET_PATTERN)
 _MAX_KEY_BYTES = 1024
 _MAX_ETAG = 100
 _MAX_SEQUENCER = 100

@@ -30,7 +30,7 @@ from autods.core.records import (
     SourceNotFound,
     TransientError,
 )
-from autods.core.validate import is_image_name
+from autods.core.validate import LONE_SURROGATE, is_image_name
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ _FATAL_S3_CODES = frozenset({"AccessDenied", "AllAccessDisabled"})
 #: An S3 bucket name (shared with the API's schema, which declares the same rule).
 BUCKET_PATTERN = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 _BUCKET = re.compile(BUCKET_PATTERN)
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ def _text_item(row: dict[str, Any], where: str) -> SourceItem:
     text = fields.get("text")
     if not isinstance(text, str):
         return _bad(where, Reason.BAD_RECORD, "text missing or not a string", Modality.TEXT)
-    if _SURROGATE.search(text):  # a JSON "\udcff" escape: no UTF-8 text can hold it
+    if LONE_SURROGATE.search(text):
         return _bad(where, Reason.INVALID_UTF8, "text has a lone surrogate", Modality.TEXT)
     return SourceItem(
         0, where,

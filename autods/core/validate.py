@@ -55,6 +55,8 @@ _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 # C0 controls other than \t \n \r (text) or \t \n (captions), and lone surrogates, which
 # could not be written out as UTF-8.
 _TEXT_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+#: A lone surrogate (a JSON "\udcff" escape): no UTF-8 text, and no database, can hold it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _CAPTION_DROPPED = re.compile("[\x00-\x08\x0b-\x1f\ud800-\udfff]")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from sqlalchemy import delete, exists, select
 
 from autods.core.records import ItemStatus, JobState, OutputConflict, SourceItem
 from autods.core.sources import iter_source
-from autods.core.validate import clean_caption
+from autods.core.validate import LONE_SURROGATE, clean_caption
 from autods.db.models import Batch, Chunk, Dataset, Item, Job, utcnow
 from autods.db.session import session_scope
 from autods.pipeline.options import JobOptions
@@ -156,15 +155,12 @@ def _insert_items(rt: Runtime, job_id: int, items: Iterable[SourceItem], chunk_s
     return count
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _without_nul(value):
     """PostgreSQL text cannot hold NUL and no database can hold a lone surrogate (a JSON
     ``\udcff`` escape); inputs may. NUL is dropped and a surrogate becomes U+FFFD
     everywhere before storing (a text record with one is rejected by its reader)."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
+        return LONE_SURROGATE.sub("\ufffd", value.replace("\x00", ""))
     if isinstance(value, dict):
         return {_without_nul(k): _without_nul(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -9,7 +9,6 @@ other: exactly one of them goes on, and nothing polls.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 
 import numpy as np
@@ -36,8 +35,6 @@ from autods.db.models import (
 from autods.db.session import session_scope
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
-
-log = logging.getLogger(__name__)
 
 
 def _batch(job_id: int, batch_no: int):

@@ -97,16 +97,21 @@ def queues() -> tuple[str, ...]:
 def preloads_for_queues(names: Iterable[str]) -> list[str]:
     """What a worker consuming ``names`` imports before its pool forks."""
     names = set(names)
-    modules = [m for s in stages() if s.queue in names for m in s.preload]
-    if BATCH_QUEUE in names:
-        modules += [*BATCH_PRELOAD, *(m for s in stages() for m in s.batch_preload)]
-    return list(dict.fromkeys(modules))
+    return _preloads([s for s in stages() if s.queue in names],
+                     stages() if BATCH_QUEUE in names else None)
 
 
 def preloads_for_job(options: JobOptions) -> list[str]:
     """What one job's stages import: the embedded worker consumes every queue, and
     preloading torch for a ``--no-embed`` build costs seconds for nothing."""
     run = stages_for(options)
-    modules = [m for s in run for m in s.preload]
-    modules += [*BATCH_PRELOAD, *(m for s in run for m in s.batch_preload)]
+    return _preloads(run, run)
+
+
+def _preloads(chunk: Iterable[Stage], batch: Iterable[Stage] | None) -> list[str]:
+    """The chunk stages' modules, then (when the batch steps run here) the batch steps'
+    own and what they need for ``batch``'s stages; each once, in order."""
+    modules = [m for s in chunk for m in s.preload]
+    if batch is not None:
+        modules += [*BATCH_PRELOAD, *(m for s in batch for m in s.batch_preload)]
     return list(dict.fromkeys(modules))
