@@ -202,6 +202,196 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True)
 
 
+DatasetRef = Annotated[str, typer.Argument(
+    help="Output folder, s3:// location, or dataset name in the database.")]
+VersionOpt = Annotated[int | None, typer.Option("--version", help="Version (default: latest).")]
+
+
+def _open(ref: str):
+    from autods.core.versions import DatasetNotFound
+    from autods.dataset import open_dataset
+
+    try:
+        ds = open_dataset(ref)
+        ds.version()
+    except DatasetNotFound as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    return ds
+
+
+def _refuse(exc: Exception) -> typer.Exit:
+    console.print(f"[red]{exc}[/red]")
+    return typer.Exit(2)
+
+
+@app.command()
+def versions(dataset: DatasetRef) -> None:
+    """A dataset's versions, oldest first: parent, job, shards and samples."""
+    from rich.table import Table
+
+    table = Table("version", "parent", "kind", "job", "shards", "samples", "added", "removed",
+                  "created")
+    for v in _open(dataset).versions():
+        table.add_row(*(str(v[c]) if v[c] is not None else "-" for c in (
+            "version", "parent", "kind", "job", "shards", "samples", "added", "removed",
+            "created_at")))
+    console.print(table)
+
+
+@app.command()
+def query(
+    dataset: DatasetRef,
+    predicate: Annotated[str, typer.Argument(
+        help="SQL boolean expression over manifest columns, e.g. \"label = 'cat'\".")],
+    version: VersionOpt = None,
+    columns: Annotated[str | None, typer.Option(
+        help="Comma-separated columns to return besides the location ('*': all).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json, jsonl or parquet.")]
+    = "table",
+    limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write here instead of stdout (parquet needs it).")] = None,
+    explain: Annotated[bool, typer.Option(help="Print shards total, skipped and read.")]
+    = False,
+) -> None:
+    """Samples matching PREDICATE, from the manifests: shards whose aggregates cannot match
+    are skipped before any parquet is read."""
+    from autods.core.predicate import PredicateError
+    from autods.output import write_rows
+
+    if fmt not in ("table", "json", "jsonl", "parquet"):
+        raise _refuse(ValueError(f"unknown format {fmt!r}"))
+    if fmt == "parquet" and output is None:
+        raise _refuse(ValueError("--format parquet needs --output FILE"))
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    try:
+        result = _open(dataset).query(predicate, version=version, columns=cols, limit=limit)
+    except PredicateError as exc:
+        raise _refuse(exc) from None
+    write_rows(result.table, fmt, output, console)
+    if explain:
+        e = result.explain
+        Console(stderr=True).print(
+            f"version {result.version}: shards total {e.shards_total}, skipped "
+            f"{e.shards_skipped}, read {e.shards_read}; rows {e.rows}")
+
+
+@app.command()
+def get(
+    dataset: DatasetRef,
+    key: Annotated[str, typer.Argument(help="Sample key.")],
+    version: VersionOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write the members as KEY.EXT files into this folder.")] = None,
+) -> None:
+    """One sample's members, read from its byte range (without reading its shard)."""
+    try:
+        members = _open(dataset).get(key, version=version)
+    except KeyError as exc:
+        raise _refuse(exc) from None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for ext, data in members.items():
+            (out / f"{key.replace('/', '_')}.{ext}").write_bytes(data)
+    for ext, data in members.items():
+        text = data.decode("utf-8", "replace") if ext in ("json", "txt", "cls") else None
+        console.print(f"{key}.{ext}: {len(data)} bytes" + (f"  {text[:200]}" if text else ""))
+
+
+@app.command()
+def materialize(
+    dataset: DatasetRef,
+    predicate: Annotated[str, typer.Argument(help="SQL boolean expression (see query).")],
+    name: Annotated[str, typer.Option(help="View name: written to DATASET/views/NAME.")],
+    version: VersionOpt = None,
+    shard_size: ShardSize = None,
+) -> None:
+    """Write the matching samples as a dataset of their own (byte ranges copied, cached by
+    the predicate's hash and the source version)."""
+    from autods.core.predicate import PredicateError
+
+    try:
+        view, target = _open(dataset).materialize(predicate, name, version=version,
+                                                  shard_size=shard_size or 1000)
+    except (PredicateError, ValueError) as exc:
+        raise _refuse(exc) from None
+    v = view.version
+    state = "cached" if view.cached else "written"
+    console.print(f"view {name} version {v.number} ({state}): {v.num_samples} samples in "
+                  f"{len(v.shards)} shards; index {target.index_url()}")
+
+
+@app.command()
+def forget(
+    dataset: DatasetRef,
+    keys: Annotated[list[str] | None, typer.Argument(help="Sample keys to forget.")] = None,
+    where: Annotated[str | None, typer.Option(
+        help="Also forget every sample matching this predicate.")] = None,
+) -> None:
+    """A new version without these samples (their shards rewritten), their raw objects
+    deleted and a tombstone left; older versions keep them until `autods gc`."""
+    from autods.core.predicate import PredicateError
+
+    wanted = list(keys or [])
+    if where:
+        try:
+            wanted += _open(dataset).query(where).table["key"].to_pylist()
+        except PredicateError as exc:
+            raise _refuse(exc) from None
+    if not wanted:
+        raise _refuse(ValueError("nothing to forget: give keys or --where"))
+    folder = Path(dataset)
+    if (folder / ".autods" / "autods.sqlite").exists():
+        from autods.embedded import forget_embedded
+
+        plan, status = forget_embedded(folder, wanted)
+    else:
+        plan, status = _forget_service(dataset, wanted)
+    if plan.missing:
+        console.print(f"not in the latest version: {', '.join(plan.missing)}")
+    if status is None:
+        console.print("nothing forgotten")
+        raise typer.Exit(1 if plan.missing else 0)
+    if status.status != JobState.SUCCEEDED:
+        console.print(f"[red]job {status.job_id} failed:[/red] {status.error}")
+        raise typer.Exit(1)
+    console.print(f"forgot {len(plan.found)} sample(s) from {len(plan.shards)} shard(s) "
+                  f"(job {status.job_id}); latest version {_open(dataset).version().number}")
+
+
+def _forget_service(dataset: str, keys: list[str]):
+    """Forget through the configured service: plan here, run on its workers, wait."""
+    from autods.api import Job
+    from autods.pipeline.mapjobs import DatasetUnknown, dataset_name, plan_forget
+    from autods.pipeline.runtime import get_runtime
+    from autods.tasks.canvas import dispatch
+
+    rt = get_runtime()
+    try:
+        plan = plan_forget(rt, dataset_name(rt, dataset), keys)
+    except DatasetUnknown as exc:
+        raise _refuse(exc) from None
+    if plan.job_id is None:
+        return plan, None
+    dispatch(rt, plan.job_id)
+    return plan, Job(plan.job_id, rt).wait()
+
+
+@app.command()
+def gc(
+    dataset: DatasetRef,
+    keep: Annotated[int, typer.Option(help="Versions to keep (the newest).")] = 1,
+) -> None:
+    """Remove all but the newest KEEP versions and the shards only they reference."""
+    try:
+        done = _open(dataset).gc(keep)
+    except ValueError as exc:
+        raise _refuse(exc) from None
+    console.print(f"removed {done['versions_removed']} version(s) and "
+                  f"{done['objects_deleted']} object(s)")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (idempotent)."""

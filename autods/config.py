@@ -111,6 +111,9 @@ class ApiSettings(BaseModel):
     # Comma-separated s3:// prefixes a caller may name as a job's output_url (empty: the
     # bucket of the configured storage).
     output_prefixes: str = ""
+    # A query from the network returns at most this many rows and runs at most this long.
+    query_max_rows: int = 10_000
+    query_timeout_s: float = 10.0
 
 
 class PipelineSettings(BaseModel):

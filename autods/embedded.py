@@ -24,6 +24,7 @@ from autods.pipeline.options import JobOptions
 from autods.pipeline.stagetable import preloads_for_job, queues
 
 if TYPE_CHECKING:
+    from autods.pipeline.mapjobs import ForgetPlan
     from autods.pipeline.status import JobStatus
 
 def embedded_settings(out: Path, base: Settings | None = None, workers: int = 1) -> Settings:
@@ -128,9 +129,46 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
     workers = workers or os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)
     settings = embedded_settings(out, base, workers)
-    _reset_broker(settings)
     opts = JobOptions.from_settings(settings, **options)
     settings.worker.preload = ",".join(preloads_for_job(opts))
+
+    def start(rt) -> int:
+        from autods.tasks.canvas import start_job
+
+        return start_job(rt, sources, dataset or out.resolve().name, opts,
+                         output_url=out.resolve().as_uri(), resume=True)
+
+    return _run(settings, out, workers, start, progress)
+
+
+def forget_embedded(out: Path, keys: list[str], *, workers: int | None = None,
+                    progress: bool = False) -> tuple[ForgetPlan, JobStatus | None]:
+    """Forget samples of the build in ``out``: a job over its shards on a local worker."""
+    if not (out / ".autods" / "autods.sqlite").exists():
+        raise FileNotFoundError(f"no autods build in {out}")
+    workers = workers or os.cpu_count() or 1
+    settings = embedded_settings(out, None, workers)
+    settings.worker.preload = ""
+    planned: list[ForgetPlan] = []
+
+    def start(rt) -> int | None:
+        from autods.pipeline.mapjobs import dataset_name, plan_forget
+        from autods.tasks.canvas import dispatch
+
+        plan = plan_forget(rt, dataset_name(rt, out.resolve().as_uri()), keys)
+        planned.append(plan)
+        if plan.job_id is not None:
+            dispatch(rt, plan.job_id)
+        return plan.job_id
+
+    status = _run(settings, out, workers, start, progress)
+    return planned[0], status
+
+
+def _run(settings: Settings, out: Path, workers: int, start, progress: bool
+         ) -> JobStatus | None:
+    """Start a local worker, send a job with ``start(runtime)``, watch it to the end."""
+    _reset_broker(settings)
     # The worker starts first, then this process imports the database layer and the app
     # and plans the job while the worker imports and forks its pool: its start-up is the
     # longest step before the first task can run.
@@ -140,14 +178,15 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
         from autods.pipeline.status import job_status
         from autods.progress import watch
         from autods.tasks.app import app, configured
-        from autods.tasks.canvas import start_job
 
         rt = Runtime(settings)
         upgrade(settings.database.url)  # its own database: the embedded run owns it
         # This process sends the job on the embedded broker, then is left as it was found.
         with using(rt), configured(app, settings):
-            job_id = start_job(rt, sources, dataset or out.resolve().name, opts,
-                               output_url=out.resolve().as_uri(), resume=True)
+            job_id = start(rt)
+        if job_id is None:
+            worker.stop(grace_s=0)
+            return None
 
         def poll() -> JobStatus:
             if not worker.alive():

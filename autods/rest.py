@@ -154,6 +154,34 @@ class DatasetOut(BaseModel):
     shards: list[ShardOut]
 
 
+class VersionOut(BaseModel):
+    version: int | None
+    parent: int | None
+    kind: str
+    job: int | None
+    created_at: str | None
+    shards: int
+    samples: int
+    added: int
+    removed: int
+
+
+class ExplainOut(BaseModel):
+    shards_total: int
+    shards_skipped: int
+    shards_read: int
+    rows: int
+
+
+class QueryOut(BaseModel):
+    """The matching samples: ``key``, ``shard``, ``offset``, ``size`` and the columns asked
+    for, per row."""
+
+    version: int | None
+    explain: ExplainOut
+    rows: list[dict[str, Any]]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app; refuses to exist without a usable token unless local development says
     so (and then it answers loopback clients only)."""
@@ -239,6 +267,62 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  nbytes=s.nbytes, sha256=s.sha256,
                                  url=f"{ds.output_url.rstrip('/')}/{s.info.get('tar', '')}")
                         for s in shards])
+
+    def open_named(name: str):
+        from autods.core.versions import DatasetNotFound
+        from autods.dataset import Dataset as Files
+
+        with session_scope(rt.engine) as db:
+            url = db.scalar(select(Dataset.output_url).where(Dataset.name == name))
+        if url is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {name}")
+        files = Files(rt.store(url))
+        try:
+            files.version()
+        except DatasetNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {name} has no version "
+                                "yet") from exc
+        return files
+
+    @app.get("/datasets/{name}/versions", response_model=list[VersionOut], dependencies=auth,
+             tags=["datasets"], responses=_ERRORS)
+    def get_versions(name: Annotated[str, Path(pattern=_DATASET)]) -> list[VersionOut]:
+        return [VersionOut(**v) for v in open_named(name).versions()]
+
+    @app.get("/datasets/{name}/query", response_model=QueryOut, dependencies=auth,
+             tags=["datasets"], responses=_ERRORS)
+    def query_dataset(
+        name: Annotated[str, Path(pattern=_DATASET)],
+        where: Annotated[str, Query(min_length=1, max_length=10_000, description=(
+            "SQL boolean expression over the manifest columns, e.g. label = 'cat'"))],
+        columns: Annotated[str | None, Query(max_length=2000, description=(
+            "Comma-separated columns besides the location ('*': all)"))] = None,
+        version: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=settings.api.query_max_rows)] = None,
+    ) -> QueryOut:
+        """Samples matching ``where``, answered from the manifests. The predicate runs in a
+        DuckDB that can read only this version's manifests, with a row and a time limit;
+        anything but a boolean expression over known columns is a 422."""
+        from autods.core.predicate import PredicateError
+        from autods.core.query import Limits
+        from autods.core.versions import DatasetNotFound
+
+        files = open_named(name)
+        cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        limits = Limits(settings.api.query_max_rows, settings.api.query_timeout_s)
+        try:
+            result = files.query(where, version=version, columns=cols, limit=limit,
+                                 limits=limits)
+        except PredicateError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)[:2000]) \
+                from exc
+        except DatasetNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        e = result.explain
+        return QueryOut(version=result.version, rows=result.table.to_pylist(),
+                        explain=ExplainOut(shards_total=e.shards_total,
+                                           shards_skipped=e.shards_skipped,
+                                           shards_read=e.shards_read, rows=e.rows))
 
     @app.post("/events/s3", response_model=EventsAccepted, dependencies=auth, tags=["events"],
               responses=_ERRORS)

@@ -21,6 +21,7 @@ MODULES = {
     "embed": "bench.embed",
     "scale": "bench.scale",
     "shard": "bench.shard",
+    "dataset": "bench.dataset",
 }
 REPO = Path(__file__).resolve().parent.parent
 

@@ -193,4 +193,11 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
 6. **shard** — `autods.core.shard.write_shard` into a local store (validation, tar,
    sha256, `manifest.json` and `manifest.parquet`) against writing the same members in the
    same order with plain `tarfile`. Target >= 0.8x (MiB/s and samples/s).
+7. **dataset** — 1,000,000 manifest rows in 1,000 shards published as a version:
+   `open_dataset(...).query(...)` against DuckDB reading every `manifest.parquet` with the
+   same predicate and columns, for a selective predicate (a label present in 1 % of the
+   shards; target >= 20x) and one every row matches (target >= 0.83x, i.e. no slower than
+   1.2x the scan); `get` by key over random keys (target: p95 under 50 ms); and
+   `materialize` of 10 % of a 100-shard dataset against copying the same byte ranges with
+   `os.pread` into one file (target >= 0.8x).
 """

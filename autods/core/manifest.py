@@ -26,7 +26,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autods.core.bloom import BloomFilter
 from autods.core.records import ShardInfo, ShardSample
+from autods.core.schema import SAMPLE, Field, SampleSchema
 from autods.core.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -52,26 +54,16 @@ def manifest_keys(prefix: str, name: str) -> tuple[str, str]:
     return f"{prefix}/{name}.manifest.json", f"{prefix}/{name}.manifest.parquet"
 
 
-def field_names(samples: list[ShardSample]) -> list[str]:
-    """The shard's manifest fields, sorted; every sample must carry the same ones.
-
-    One column set per shard keeps the parquet manifests of a dataset concatenable.
-    """
-    names = set(samples[0].fields) if samples else set()
+def _check_fields(samples: list[ShardSample]) -> None:
     for sample in samples:
-        if set(sample.fields) != names:
-            raise ValueError(
-                f"sample {sample.key!r} has fields {sorted(sample.fields)}, "
-                f"the shard has {sorted(names)}"
-            )
-    clash = names.intersection(_RESERVED)
-    if clash:
-        raise ValueError(f"manifest fields {sorted(clash)} are reserved")
-    return sorted(names)
+        clash = set(sample.fields).intersection(_RESERVED)
+        if clash:
+            raise ValueError(f"manifest fields {sorted(clash)} are reserved")
 
 
-def _column(name: str, values: list[Any]) -> pa.Array:
-    """An arrow column with an inferred type; all-missing columns become strings.
+def _extra(name: str, values: list[Any]) -> pa.Array:
+    """A source's own field: its inferred arrow type; all-missing becomes string, and a
+    field whose values disagree on a type is kept as their JSON text rather than lost.
 
     A null-typed column would not concatenate with the same field typed elsewhere.
     """
@@ -79,30 +71,69 @@ def _column(name: str, values: list[Any]) -> pa.Array:
         return pa.array(values, type=pa.string())
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise ValueError(f"manifest field {name!r} mixes incompatible types: {exc}") from exc
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        logger.warning("manifest field %r mixes types; stored as JSON text", name)
+        return pa.array([None if v is None else json.dumps(v, sort_keys=True, default=str)
+                         for v in values], type=pa.string())
 
 
-def manifest_table(samples: list[ShardSample], spans: list[SampleSpan]) -> pa.Table:
-    """One row per sample: key, byte range in the tar, then every manifest field."""
+def manifest_table(samples: list[ShardSample], spans: list[SampleSpan],
+                   schema: SampleSchema = SAMPLE) -> pa.Table:
+    """One row per sample: key, byte range in the tar, the schema's fields with the
+    schema's types (null where a sample lacks one), then the sample's own extra fields."""
     if [s.key for s in samples] != [s.key for s in spans]:
         raise ValueError("spans do not match samples")
+    _check_fields(samples)
     columns = {
         "__key__": pa.array([s.key for s in spans], type=pa.string()),
         "__offset__": pa.array([s.offset for s in spans], type=pa.int64()),
         "__size__": pa.array([s.size for s in spans], type=pa.int64()),
     }
-    for name in field_names(samples):
-        columns[name] = _column(name, [s.fields[name] for s in samples])
+    for f in schema.queryable():
+        values = [s.fields.get(f.name) for s in samples]
+        if f.aggregate == "time":
+            values = [_as_utc(v).isoformat() if isinstance(v, datetime | date) else v
+                      for v in values]
+        try:
+            columns[f.name] = pa.array(values, type=f.arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValueError(f"manifest field {f.name!r} is not {f.type}: {exc}") from exc
+    extras = sorted({k for s in samples for k in s.fields} - set(columns))
+    for name in extras:
+        columns[name] = _extra(name, [s.fields.get(name) for s in samples])
     return pa.table(columns)
 
 
 def _categorical(labels: list[str], nulls: int) -> dict[str, Any]:
+    """Value counts; past ``MAX_CATEGORIES`` values a Bloom filter, which still lets an
+    equality test skip the shard."""
     counts = Counter(labels)
     aggregate: dict[str, Any] = {"type": "categorical", "cardinality": len(counts), "nulls": nulls}
     if len(counts) <= MAX_CATEGORIES:
         aggregate["values"] = dict(sorted(counts.items()))
+    else:
+        aggregate["bloom"] = BloomFilter.of(counts).to_json()
     return aggregate
+
+
+def _set(values: list[list[str] | None]) -> dict[str, Any]:
+    """The values a list field takes in the shard, or their Bloom filter when many."""
+    present = [v for v in values if v is not None]
+    items = sorted({item for v in present for item in v if item is not None})
+    aggregate: dict[str, Any] = {"type": "set", "nulls": len(values) - len(present)}
+    if len(items) <= MAX_CATEGORIES:
+        aggregate["all_values"] = items
+    else:
+        aggregate["bloom"] = BloomFilter.of(items).to_json()
+    return aggregate
+
+
+def _time(values: list[Any]) -> dict[str, Any]:
+    present = [v for v in values if v is not None]
+    times = [_as_utc(v) for v in present]
+    return {"type": "time", "min": min(times).isoformat() if times else None,
+            "max": max(times).isoformat() if times else None,
+            "nulls": len(values) - len(present)}
 
 
 def _histogram(values: list[float], low: float, high: float) -> dict[str, list]:
@@ -164,19 +195,29 @@ def aggregate_field(arrow_type: pa.DataType, values: list[Any]) -> dict[str, Any
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return _categorical(present, nulls)
     if pa.types.is_list(arrow_type) and pa.types.is_string(arrow_type.value_type):
-        items = {item for v in present for item in v if item is not None}
-        return {"type": "set", "all_values": sorted(items), "nulls": nulls}
+        return _set(values)
     if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
-        times = [_as_utc(v) for v in present]
-        return {"type": "time", "min": min(times).isoformat() if times else None,
-                "max": max(times).isoformat() if times else None, "nulls": nulls}
+        return _time(values)
     return {"type": "other", "arrow_type": str(arrow_type), "nulls": nulls}
 
 
-def _time_range(samples: list[ShardSample]) -> tuple[str | None, str | None]:
+def declared_aggregate(field: Field, values: list[Any]) -> dict[str, Any]:
+    """Summarize a schema field the way its schema says."""
+    if field.aggregate is None:
+        return {"type": "other", "arrow_type": field.type,
+                "nulls": sum(v is None for v in values)}
+    if field.aggregate == "time":
+        return _time(values)
+    if field.aggregate == "set":
+        return _set(values)
+    return aggregate_field(field.arrow_type, values)
+
+
+def _time_range(table: pa.Table) -> tuple[str | None, str | None]:
     """The shard's ``ingested_at`` range as ISO UTC strings, for time-based selection."""
-    times = [_as_utc(s.fields[TIME_FIELD]) for s in samples
-             if s.fields.get(TIME_FIELD) is not None]
+    if TIME_FIELD not in table.column_names:
+        return None, None
+    times = [_as_utc(v) for v in table.column(TIME_FIELD).to_pylist() if v is not None]
     if not times:
         return None, None
     return min(times).isoformat(), max(times).isoformat()
@@ -188,42 +229,60 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _dumps(document: dict[str, Any]) -> bytes:
+def dumps(document: dict[str, Any]) -> bytes:
     return json.dumps(
         document, sort_keys=True, indent=2, allow_nan=False, default=_json_default
     ).encode("utf-8")
 
 
-def build_manifest(
-    name: str,
-    samples: list[ShardSample],
-    table: pa.Table,
-    provenance: dict[str, Any],
-    size_bytes: int,
-    sha256: str,
-) -> dict[str, Any]:
+def table_aggregates(table: pa.Table, schema: SampleSchema = SAMPLE) -> dict[str, Any]:
+    """Every manifest field's aggregate: a schema field as declared, an extra one by type."""
+    aggregates = {}
+    for name in table.column_names[len(_RESERVED):]:
+        values = table.column(name).to_pylist()
+        declared = schema.field(name)
+        aggregates[name] = (declared_aggregate(declared, values) if declared is not None
+                            else aggregate_field(table.schema.field(name).type, values))
+    return aggregates
+
+
+def build_manifest(name: str, table: pa.Table, provenance: dict[str, Any], size_bytes: int,
+                   sha256: str, schema: SampleSchema = SAMPLE) -> dict[str, Any]:
     """The ``manifest.json`` document; computed facts override same-named provenance keys."""
     fields = table.column_names[len(_RESERVED):]
-    time_min, time_max = _time_range(samples)
+    time_min, time_max = _time_range(table)
     header: dict[str, Any] = {
         "dataset": None,
         "job": None,
         "pipeline_version": None,
+        "parent_shards": [],
         "created_at": datetime.now(UTC).isoformat(),
         **provenance,
         "shard": name,
+        "schema_type": schema.name,
+        "schema_version": schema.version,
         "schema": {f: str(table.schema.field(f).type) for f in fields},
-        "num_samples": len(samples),
+        "num_samples": table.num_rows,
         "size_bytes": size_bytes,
         "sha256": sha256,
         "time_min": time_min,
         "time_max": time_max,
     }
-    aggregates = {
-        f: aggregate_field(table.schema.field(f).type, [s.fields[f] for s in samples])
-        for f in fields
-    }
-    return {**header, "aggregates": aggregates}
+    return {**header, "aggregates": table_aggregates(table, schema)}
+
+
+def write_table_manifests(store: ObjectStore, prefix: str, name: str, table: pa.Table,
+                          provenance: dict[str, Any], size_bytes: int, sha256: str,
+                          schema: SampleSchema = SAMPLE) -> tuple[str, str]:
+    """Write both manifests of shard ``name`` from its per-sample table; return their keys."""
+    json_key, parquet_key = manifest_keys(prefix, name)
+    manifest = build_manifest(name, table, provenance, size_bytes, sha256, schema)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    store.put(parquet_key, buffer.getvalue())
+    store.put(json_key, dumps(manifest))
+    logger.info("wrote manifests for shard %s (%d fields)", name, len(manifest["schema"]))
+    return json_key, parquet_key
 
 
 def write_manifests(
@@ -237,15 +296,8 @@ def write_manifests(
     sha256: str,
 ) -> tuple[str, str]:
     """Write both manifests of shard ``name``; return their keys (json, parquet)."""
-    json_key, parquet_key = manifest_keys(prefix, name)
-    table = manifest_table(samples, spans)
-    manifest = build_manifest(name, samples, table, provenance, size_bytes, sha256)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    store.put(parquet_key, buffer.getvalue())
-    store.put(json_key, _dumps(manifest))
-    logger.info("wrote manifests for shard %s (%d fields)", name, len(manifest["schema"]))
-    return json_key, parquet_key
+    return write_table_manifests(store, prefix, name, manifest_table(samples, spans),
+                                 provenance, size_bytes, sha256)
 
 
 def _relative(key: str, index_dir: str) -> str:
@@ -255,6 +307,7 @@ def _relative(key: str, index_dir: str) -> str:
 def index_entry(shard: ShardInfo, index_dir: str) -> dict[str, Any]:
     """One ``shardlist`` entry; paths are relative to the index's folder, as wids expects."""
     return {
+        "name": shard.name,
         "url": _relative(shard.tar_key, index_dir),
         "nsamples": shard.count,
         "filesize": shard.nbytes,
@@ -269,9 +322,11 @@ def index_entry(shard: ShardInfo, index_dir: str) -> dict[str, Any]:
 
 
 def write_index(
-    store: ObjectStore, shards: list[ShardInfo], dataset: str, key: str = "index.json"
+    store: ObjectStore, shards: list[ShardInfo], dataset: str, key: str = "index.json",
+    extra: dict[str, Any] | None = None,
 ) -> str:
-    """Write the dataset's shard index at ``key`` and return ``key``.
+    """Write the dataset's shard index at ``key`` and return ``key``; ``extra`` keys (a
+    version's number, parent, job) go before the shard list.
 
     Shards are listed by name so the index, and every reader's sample numbering, does not
     depend on the order shards happened to finish in.
@@ -284,8 +339,9 @@ def write_index(
         "__kind__": INDEX_KIND,
         "wids_version": 1,
         "name": dataset,
+        **(extra or {}),
         "shardlist": [index_entry(s, index_dir) for s in sorted(shards, key=lambda s: s.name)],
     }
-    store.put(key, _dumps(document))
+    store.put(key, dumps(document))
     logger.info("wrote index %s: %d shards", key, len(shards))
     return key

@@ -19,6 +19,7 @@ from PIL import Image
 from autods.core.embed import npy_bytes
 from autods.core.label import ABSTAIN
 from autods.core.records import Modality, ShardSample
+from autods.core.schema import SAMPLE, extra_column
 
 #: Fields of the ``.json`` member that are "" rather than null when absent.
 _TEXT_FIELDS = ("source", "license", "format", "mode", "label", "label_model", "caption")
@@ -87,11 +88,27 @@ def build_sample(rec: SampleRecord, data: bytes, *, vector: np.ndarray | None = 
         fields["confidence"] = rec.confidence if has_label else None
         fields["label_model"] = rec.label_model if has_label else None
     members["json"] = sample_json(rec.key, fields, rec.caption, rec.meta or {})
+    fields["caption"] = rec.caption
+    fields.update(meta_fields(rec.meta or {}))
     if vector is not None:
         members["npy"] = npy_bytes(vector)
     if labelled:
         members["cls"] = str(fields["label_id"]).encode()
     return ShardSample(key=rec.key, members=members, fields=fields)
+
+
+def meta_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    """A source's own fields (``metadata.jsonl`` keys) as manifest columns, so they can be
+    queried: scalars and lists of strings as they are, anything else as its JSON text."""
+    out: dict[str, Any] = {}
+    for name, value in meta.items():
+        if value is None:
+            continue
+        if not (isinstance(value, str | int | float | bool)
+                or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            value = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        out[extra_column(name, SAMPLE)] = value
+    return out
 
 
 def sample_json(key: str, fields: dict[str, Any], caption: str | None,

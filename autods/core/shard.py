@@ -223,10 +223,15 @@ def _write_tar(
             if len(data) % _BLOCK:
                 out.write(bytes(_BLOCK - len(data) % _BLOCK))
         spans.append(SampleSpan(key=sample.key, offset=start, size=out.offset - start))
-    out.write(bytes(2 * _BLOCK))  # end-of-archive marker
-    if out.offset % _RECORD:
-        out.write(bytes(_RECORD - out.offset % _RECORD))
+    out.write(end_of_archive(out.offset))
     return spans
+
+
+def end_of_archive(offset: int) -> bytes:
+    """What ends a tar whose members end at ``offset``: two zero blocks, then zeros up to
+    a whole record, as ``tarfile`` writes."""
+    end = offset + 2 * _BLOCK
+    return bytes(2 * _BLOCK + (-end) % _RECORD)
 
 
 def write_shard(

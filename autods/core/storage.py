@@ -36,6 +36,9 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def put_file(self, key: str, path: Path) -> None: ...
     def get(self, key: str) -> bytes: ...
+    def get_range(self, key: str, start: int, size: int) -> bytes: ...
+    def size(self, key: str) -> int: ...
+    def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
     def uri(self, key: str) -> str: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -92,6 +95,22 @@ class LocalStore:
 
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+    def get_range(self, key: str, start: int, size: int) -> bytes:
+        with self._path(key).open("rb") as f:
+            f.seek(start)
+            return f.read(size)
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def delete(self, key: str) -> None:
+        """Remove an object; an absent one is already removed."""
+        self._path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path:
+        """The object's file, for engines that read files themselves (DuckDB)."""
+        return self._path(key)
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
@@ -165,6 +184,35 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise TransientError(f"S3 get {key}: {exc}") from exc
 
+    def get_range(self, key: str, start: int, size: int) -> bytes:
+        """``size`` bytes from ``start`` in one ranged GET (a sample, a parquet footer)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if size <= 0:
+            return b""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key),
+                                          Range=f"bytes={start}-{start + size - 1}")["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise TransientError(f"S3 get {key} [{start}:+{size}]: {exc}") from exc
+
+    def size(self, key: str) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return int(self.client.head_object(Bucket=self.bucket,
+                                               Key=self._key(key))["ContentLength"])
+        except (BotoCoreError, ClientError) as exc:
+            raise TransientError(f"S3 head {key}: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise TransientError(f"S3 delete {key}: {exc}") from exc
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -188,6 +236,14 @@ class S3Store:
                 key = obj["Key"]
                 keys.append(key[len(self.prefix) + 1 :] if self.prefix else key)
         return sorted(keys)
+
+
+def sub_store(store: ObjectStore, prefix: str) -> ObjectStore:
+    """The store rooted at ``prefix`` inside ``store`` (a view inside its source dataset)."""
+    check_key(prefix)
+    if isinstance(store, S3Store):
+        return S3Store(f"{store.url}/{prefix}", store.client)
+    return LocalStore(Path(store.root) / prefix)
 
 
 def open_store(url: str, endpoint_url: str | None = None, region: str = "us-east-1",

@@ -56,6 +56,10 @@ class Job(Base):
     sources: Mapped[list[Any]] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    # "build" (sources in, samples out) or "map" (a version's shards in, new shards out).
+    kind: Mapped[str] = mapped_column(String(20), default="build", server_default="build")
+    # The dataset version this job published, once it has.
+    version: Mapped[int | None] = mapped_column(Integer)
     n_items: Mapped[int] = mapped_column(Integer, default=0)
     n_chunks: Mapped[int] = mapped_column(Integer, default=0)
     n_batches: Mapped[int] = mapped_column(Integer, default=0)
@@ -234,6 +238,21 @@ class Shard(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Tombstone(Base):
+    """A sample forgotten on request: its key and content hash, never its content. The
+    asset row stays (without its object), so the same content is not published again."""
+
+    __tablename__ = "tombstones"
+    __table_args__ = (UniqueConstraint("dataset_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

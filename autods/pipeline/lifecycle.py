@@ -1,13 +1,21 @@
-"""A job's end: batches committed one by one, the last one closes the job; or it fails."""
+"""A job's end: batches committed one by one, the last one publishes a dataset version and
+closes the job; or it fails."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
 
-from autods.core.manifest import write_index
 from autods.core.records import JobState, ShardInfo
-from autods.db.models import Batch, Dataset, Job, Shard, utcnow
+from autods.core.versions import (
+    INDEX_KEY,
+    Version,
+    latest_version,
+    write_latest_index,
+    write_version,
+)
+from autods.db.models import Batch, Dataset, Job, Shard, Tombstone, utcnow
 from autods.db.session import session_scope
+from autods.pipeline.mapjobs import delete_forgotten
 from autods.pipeline.runtime import Runtime
 
 
@@ -25,24 +33,64 @@ def commit_batch(rt: Runtime, job_id: int, batch_no: int) -> bool:
 
 
 def finalize_job(rt: Runtime, job_id: int) -> str:
-    """Rewrite the dataset index from every complete shard and close the job."""
+    """Publish the job as the dataset's next version, then close it.
+
+    The dataset's row is locked while the version is written, so two jobs finishing
+    together write versions one after the other. A job delivered again after it published
+    (or after its version file was written and before the database heard of it) publishes
+    nothing new.
+    """
     with session_scope(rt.engine) as db:
+        db.execute(update(Dataset).where(Dataset.id == Job.dataset_id, Job.id == job_id)
+                   .values(next_shard_no=Dataset.next_shard_no))  # the lock, on every database
         job = db.get(Job, job_id)
         dataset = db.get(Dataset, job.dataset_id)
-        shards = list(db.scalars(select(Shard).where(
-            Shard.dataset_id == dataset.id, Shard.complete.is_(True)).order_by(Shard.name)))
-        infos = [
-            ShardInfo(name=s.name, count=s.count, nbytes=s.nbytes or 0, sha256=s.sha256 or "",
-                      tar_key=s.info["tar"], manifest_json_key=s.info["manifest"],
-                      manifest_parquet_key=s.info["manifest_parquet"], modality=s.modality,
-                      extensions=s.info.get("extensions", []))
-            for s in shards
-        ]
-        key = write_index(rt.store(dataset.output_url), infos, dataset.name)
+        store = rt.store(dataset.output_url)
+        latest = latest_version(store)
+        if job.version is None and latest is not None and latest.doc.get("job") == job_id:
+            job.version = latest.number
+        if job.version is None:
+            shards = _next_shards(db, job, dataset, latest)
+            tombstones = list(db.scalars(select(Tombstone.key).where(Tombstone.job_id == job_id)))
+            job.version = write_version(store, dataset.name, shards, latest, job=job_id,
+                                        kind=job.kind, tombstones=tombstones).number
+        elif latest is not None:
+            write_latest_index(store, latest)
+        forgets = job.kind == "map" and job.params.get("map") == "forget"
         if job.status != JobState.SUCCEEDED:
             job.status = JobState.SUCCEEDED
             job.finished_at = utcnow()
-    return key
+    if forgets:
+        delete_forgotten(rt, job_id)
+    return INDEX_KEY
+
+
+def _info(s: Shard) -> ShardInfo:
+    return ShardInfo(name=s.name, count=s.count, nbytes=s.nbytes or 0, sha256=s.sha256 or "",
+                     tar_key=s.info["tar"], manifest_json_key=s.info["manifest"],
+                     manifest_parquet_key=s.info["manifest_parquet"], modality=s.modality,
+                     extensions=s.info.get("extensions", []))
+
+
+def _next_shards(db, job: Job, dataset: Dataset, latest: Version | None) -> list[ShardInfo]:
+    """The shards of the version this job makes: the latest version's (or, for a dataset
+    with none yet, every complete shard of its finished jobs), with this job's shards added
+    and the shards they replace removed. An emptied shard replaces its parent with nothing.
+    """
+    mine = list(db.scalars(select(Shard).where(Shard.job_id == job.id,
+                                               Shard.complete.is_(True))))
+    if latest is not None:
+        base = {s.name: s for s in latest.shards}
+    else:
+        done = select(Job.id).where(Job.dataset_id == dataset.id,
+                                    Job.status == JobState.SUCCEEDED)
+        base = {s.name: _info(s) for s in db.scalars(select(Shard).where(
+            Shard.dataset_id == dataset.id, Shard.complete.is_(True),
+            Shard.job_id.in_(done), Shard.count > 0))}
+    for s in mine:
+        base.pop(s.info.get("parent", ""), None)
+    base.update({s.name: _info(s) for s in mine if s.count > 0})
+    return list(base.values())
 
 
 def job_failed(rt: Runtime, job_id: int) -> bool:

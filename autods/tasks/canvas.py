@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from autods.core.records import SourceItem
 from autods.db.models import Batch, Chunk, Job, utcnow
 from autods.db.session import require_current, session_scope
-from autods.pipeline import lifecycle, repair, resolve, shards
+from autods.pipeline import lifecycle, mapjobs, repair, resolve, shards
 from autods.pipeline.options import JobOptions
 from autods.pipeline.plan import create_job, find_resumable
 from autods.pipeline.runtime import Runtime
@@ -81,8 +81,12 @@ def dispatch(rt: Runtime, job_id: int) -> int:
     """Send every uncommitted batch of the job; returns how many were sent.
 
     Safe to call again on a resumed job: finished chunks return at once and committed
-    batches are not sent.
+    batches are not sent. A job over shards sends its shards instead.
     """
+    with session_scope(rt.engine) as db:
+        kind = db.scalar(select(Job.kind).where(Job.id == job_id))
+    if kind == "map":
+        return dispatch_map(rt, job_id)
     with session_scope(rt.engine) as db:
         n_items = db.scalar(select(Job.n_items).where(Job.id == job_id))
         open_batches = list(db.scalars(select(Batch.batch_no).where(
@@ -95,6 +99,19 @@ def dispatch(rt: Runtime, job_id: int) -> int:
     for b in open_batches:
         send_batch(rt, job_id, b)
     return len(open_batches)
+
+
+def dispatch_map(rt: Runtime, job_id: int) -> int:
+    """A job over shards: a chord of its unwritten shards, whose callback publishes the
+    version; shards written before a restart are not sent again."""
+    pending = mapjobs.pending_rewrites(rt, job_id)
+    final = app.signature("autods.job.finalize", args=(job_id,), immutable=True)
+    if not pending:
+        final.delay()
+        return 0
+    header = [app.signature("autods.rewrite.shard", args=(s,), immutable=True) for s in pending]
+    chord(header, final.on_error(_fail(job_id))).apply_async()
+    return len(pending)
 
 
 def send_batch(rt: Runtime, job_id: int, batch_no: int) -> None:

@@ -13,6 +13,7 @@ def routes() -> dict[str, dict[str, str]]:
         **{s.task_name: {"queue": s.queue} for s in stages()},
         "autods.publish.*": {"queue": BATCH_QUEUE},
         "autods.job.*": {"queue": BATCH_QUEUE},
+        "autods.rewrite.*": {"queue": BATCH_QUEUE},
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Task
 
-from autods.pipeline import lifecycle, shards
+from autods.pipeline import lifecycle, mapjobs, shards
 from autods.pipeline.chunks import run_stage
 from autods.pipeline.runtime import get_runtime
 from autods.pipeline.stagetable import Stage, stages
@@ -41,6 +41,12 @@ def publish_batch(_header_results=None, *, job_id: int, batch_no: int) -> list[s
 @app.task(name="autods.publish.shard", base=PipelineTask)
 def write_shard(shard_id: int) -> str:
     return shards.write_planned_shard(get_runtime(), shard_id)
+
+
+@app.task(name="autods.rewrite.shard", base=PipelineTask)
+def rewrite_shard(shard_id: int) -> str:
+    """One shard of a job over shards: its parent's samples through the job's map."""
+    return mapjobs.rewrite_shard(get_runtime(), shard_id)
 
 
 @app.task(name="autods.publish.commit", base=PipelineTask)

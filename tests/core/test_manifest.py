@@ -14,8 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from autods.core.bloom import BloomFilter
 from autods.core.manifest import write_index
 from autods.core.records import ShardSample
+from autods.core.schema import SAMPLE
 from autods.core.shard import write_shard
 from autods.core.storage import LocalStore
 
@@ -80,16 +82,22 @@ def test_header_carries_provenance_and_computed_facts(store, manifest):
     assert doc["sha256"] == hashlib.sha256(tar).hexdigest()
     assert doc["time_min"] == "2024-01-01T08:00:00+00:00"
     assert doc["time_max"] == "2024-01-11T08:00:00+00:00"
-    assert doc["schema"] == {
+    assert (doc["schema_type"], doc["schema_version"]) == ("autods.sample", 2)
+    assert doc["parent_shards"] == []
+    # The schema's fields with their declared types, whether the samples have them or not.
+    assert {f.name: doc["schema"][f.name] for f in SAMPLE.queryable()} == {
+        f.name: str(f.arrow_type) for f in SAMPLE.queryable()}
+    # Then the samples' own fields, with inferred types.
+    extras = {k: v for k, v in doc["schema"].items() if SAMPLE.field(k) is None}
+    assert extras == {
         "constant": "int64",
-        "ingested_at": "string",
-        "label": "string",
         "note": "string",
         "nsfw": "bool",
         "score": "double",
         "tags": "list<item: string>",
-        "width": "int64",
     }
+    assert doc["aggregates"]["sha256"] == {"type": "other", "arrow_type": "string",
+                                           "nulls": 11}
 
 
 def test_created_at_defaults_to_now_in_utc(store):
@@ -155,19 +163,23 @@ def test_datetime_ingested_at_gives_utc_time_range(store):
         "type": "time", "min": doc["time_min"], "max": doc["time_max"], "nulls": 0}
 
 
-def test_high_cardinality_keeps_only_the_count(store):
+def test_high_cardinality_keeps_the_count_and_a_bloom_filter(store):
     samples = [sample(i, url=f"https://example.com/{i}") for i in range(300)]
     info = write_shard(samples, "s", store, PROVENANCE)
     agg = json.loads(store.get(info.manifest_json_key))["aggregates"]["url"]
-    assert agg == {"type": "categorical", "cardinality": 300, "nulls": 0}
+    assert (agg["type"], agg["cardinality"], agg["nulls"]) == ("categorical", 300, 0)
+    assert "values" not in agg
+    bloom = BloomFilter.from_json(agg["bloom"])
+    assert all(f"https://example.com/{i}" in bloom for i in range(300))
+    assert sum(f"https://example.org/{i}" in bloom for i in range(1000)) < 50
 
 
 def test_parquet_has_one_typed_row_per_sample(store, manifest):
     info, _ = manifest
     table = pq.read_table(store.root / info.manifest_parquet_key)
     assert table.column_names == [
-        "__key__", "__offset__", "__size__",
-        "constant", "ingested_at", "label", "note", "nsfw", "score", "tags", "width",
+        "__key__", "__offset__", "__size__", *(f.name for f in SAMPLE.queryable()),
+        "constant", "note", "nsfw", "score", "tags",
     ]
     assert table.schema.field("__offset__").type == pa.int64()
     assert table.schema.field("__size__").type == pa.int64()
@@ -191,15 +203,24 @@ def test_manifest_json_is_deterministic(tmp_path):
 @pytest.mark.parametrize(
     "samples",
     [
-        [sample(0, a=1), sample(1, b=1)],  # different field sets
-        [sample(0, a=1), sample(1, a="one")],  # incompatible types
         [sample(0, __size__=1)],  # reserved name
+        [sample(0, width="wide")],  # not the schema's type
     ],
-    ids=["field-sets", "mixed-types", "reserved"],
+    ids=["reserved", "schema-type"],
 )
 def test_bad_fields_raise(samples, store):
     with pytest.raises(ValueError):
         write_shard(samples, "bad", store, PROVENANCE)
+
+
+def test_a_sources_own_fields_may_differ_between_samples(store):
+    """Metadata rows need not agree: a missing field is null, a field whose values disagree
+    on a type is kept as JSON text, and nothing is lost."""
+    samples = [sample(0, a=1, b="x"), sample(1, a="one"), sample(2, b="y")]
+    info = write_shard(samples, "s", store, PROVENANCE)
+    rows = pq.read_table(store.root / info.manifest_parquet_key).to_pylist()
+    assert [r["a"] for r in rows] == ["1", '"one"', None]
+    assert [r["b"] for r in rows] == ["x", None, "y"]
 
 
 def _wids_resolve(index_path: Path, url: str) -> Path:

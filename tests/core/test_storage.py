@@ -35,6 +35,22 @@ def test_s3_store_against_a_real_s3_server(s3_endpoint, tmp_path):
     assert not store.exists("missing")
     assert store.list("") == ["raw/x.bin", "shards/a.tar"]
     assert client.get_object(Bucket="store-test", Key="prefix/raw/x.bin")["Body"].read() == b"123"
+    _ranges_sizes_and_deletes(store)
+
+
+def _ranges_sizes_and_deletes(store) -> None:
+    store.put("r/data.bin", bytes(range(200)))
+    assert store.get_range("r/data.bin", 10, 5) == bytes([10, 11, 12, 13, 14])
+    assert store.get_range("r/data.bin", 195, 50) == bytes(range(195, 200))
+    assert store.get_range("r/data.bin", 0, 0) == b""
+    assert store.size("r/data.bin") == 200
+    store.delete("r/data.bin")
+    store.delete("r/data.bin")  # an absent object is already deleted
+    assert not store.exists("r/data.bin")
+
+
+def test_local_store_ranges_sizes_and_deletes(tmp_path):
+    _ranges_sizes_and_deletes(LocalStore(tmp_path))
 
 
 def test_stored_objects_get_the_mode_the_umask_gives(tmp_path):

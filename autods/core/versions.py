@@ -1,0 +1,355 @@
+"""Dataset versions: immutable files, each listing a version's complete shards.
+
+``versions/v000003.json`` names its parent version, the job that made it, what it added and
+removed, and every shard it holds in ``wids``' shard-list format (urls relative to the file),
+so a training run can pin it with any reader and read the same bytes for as long as the
+version exists: shards are never rewritten, a change writes new shards and a new version.
+``index.json`` at the dataset root is a copy of the latest version, for readers that expect
+one index.
+
+Two sidecars per version make reads fast at any size without opening the shards' own
+manifests: ``v000003.summary.json`` gathers every shard's aggregates (the query's shard
+skipping reads one file, not one per shard), and ``v000003.keys.parquet`` maps every sample
+key to its shard and byte range, sorted by key in small row groups, so finding a key reads
+the footer and one row group. Both are built from the parent version's plus the new shards'.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from autods.core.manifest import dumps, write_index
+from autods.core.records import ShardInfo
+from autods.core.storage import LocalStore, ObjectStore
+
+logger = logging.getLogger(__name__)
+
+VERSION_KIND = "autods-dataset-version-v1"
+VERSIONS_DIR = "versions"
+INDEX_KEY = "index.json"
+KEY_ROW_GROUP = 8192
+_VERSION_FILE = re.compile(r"^versions/v(\d{6})\.json$")
+
+
+class DatasetNotFound(LookupError):
+    """No index and no version at a location, or no such version."""
+
+
+def version_key(number: int) -> str:
+    return f"{VERSIONS_DIR}/v{number:06d}.json"
+
+
+def keys_key(number: int) -> str:
+    return f"{VERSIONS_DIR}/v{number:06d}.keys.parquet"
+
+
+def summary_key(number: int) -> str:
+    return f"{VERSIONS_DIR}/v{number:06d}.summary.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where one sample lies: ``shard``'s tar, ``size`` bytes from ``offset``."""
+
+    key: str
+    shard: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version as read: its number (None for an index written before versions
+    existed), its document, and its shards with store keys resolved."""
+
+    number: int | None
+    doc: dict[str, Any]
+    shards: tuple[ShardInfo, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.shards]
+
+    def shard(self, name: str) -> ShardInfo:
+        for s in self.shards:
+            if s.name == name:
+                return s
+        raise KeyError(f"no shard {name!r} in version {self.number}")
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s.count for s in self.shards)
+
+
+def _shard_name(entry: dict[str, Any]) -> str:
+    return entry.get("name") or posixpath.basename(entry["url"]).removesuffix(".tar")
+
+
+def _resolve(folder: str, url: str) -> str:
+    return posixpath.normpath(posixpath.join(folder, url))
+
+
+def _shard_info(entry: dict[str, Any], folder: str) -> ShardInfo:
+    tar = _resolve(folder, entry["url"])
+    base = tar.removesuffix(".tar")
+    return ShardInfo(
+        name=_shard_name(entry), count=int(entry["nsamples"]),
+        nbytes=int(entry.get("filesize") or 0), sha256=entry.get("sha256") or "",
+        tar_key=tar,
+        manifest_json_key=_resolve(folder, entry["manifest"]) if entry.get("manifest")
+        else f"{base}.manifest.json",
+        manifest_parquet_key=_resolve(folder, entry["manifest_parquet"])
+        if entry.get("manifest_parquet") else f"{base}.manifest.parquet",
+        modality=entry.get("modality", "image"), extensions=list(entry.get("extensions", [])))
+
+
+def _parse(doc: dict[str, Any], key: str) -> Version:
+    folder = posixpath.dirname(key)
+    return Version(doc.get("version"), doc,
+                   tuple(_shard_info(e, folder) for e in doc.get("shardlist", [])))
+
+
+def list_versions(store: ObjectStore) -> list[int]:
+    """The dataset's version numbers, oldest first."""
+    found = (_VERSION_FILE.match(k) for k in store.list(VERSIONS_DIR))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def read_version(store: ObjectStore, number: int | None = None) -> Version:
+    """Version ``number``, or the latest; a dataset written before versions existed has
+    only ``index.json``, read as an unnumbered latest version."""
+    if number is not None:
+        if not store.exists(version_key(number)):
+            raise DatasetNotFound(f"no version {number} in {store.url}")
+        return _parse(json.loads(store.get(version_key(number))), version_key(number))
+    numbers = list_versions(store)
+    if numbers:
+        return read_version(store, numbers[-1])
+    if store.exists(INDEX_KEY):
+        return _parse(json.loads(store.get(INDEX_KEY)), INDEX_KEY)
+    raise DatasetNotFound(f"no dataset index at {store.url}")
+
+
+def latest_version(store: ObjectStore) -> Version | None:
+    numbers = list_versions(store)
+    return read_version(store, numbers[-1]) if numbers else None
+
+
+def _summary_entry(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {"num_samples": manifest["num_samples"],
+            "schema_version": manifest.get("schema_version", 1),
+            "schema": manifest.get("schema", {}),
+            "fields": manifest.get("aggregates", {})}
+
+
+def read_summary(store: ObjectStore, version: Version) -> dict[str, dict[str, Any]]:
+    """Shard name -> its aggregates; from the version's sidecar, or from each shard's
+    ``manifest.json`` for an index without one."""
+    if version.number is not None and store.exists(summary_key(version.number)):
+        return json.loads(store.get(summary_key(version.number)))["shards"]
+    return {s.name: _summary_entry(json.loads(store.get(s.manifest_json_key)))
+            for s in version.shards}
+
+
+def _key_rows(store: ObjectStore, shards: Iterable[ShardInfo]) -> pa.Table:
+    tables = []
+    for s in shards:
+        t = pq.read_table(io.BytesIO(store.get(s.manifest_parquet_key)),
+                          columns=["__key__", "__offset__", "__size__"])
+        tables.append(pa.table({"key": t["__key__"],
+                                "shard": pa.array([s.name] * t.num_rows, pa.string()),
+                                "offset": t["__offset__"], "size": t["__size__"]}))
+    return pa.concat_tables(tables) if tables else pa.table(
+        {"key": pa.array([], pa.string()), "shard": pa.array([], pa.string()),
+         "offset": pa.array([], pa.int64()), "size": pa.array([], pa.int64())})
+
+
+def _open_parquet(store: ObjectStore, key: str) -> pq.ParquetFile:
+    """A parquet file that reads only the ranges it needs: the footer, then row groups."""
+    if isinstance(store, LocalStore):
+        return pq.ParquetFile(store.local_path(key))
+    return pq.ParquetFile(RangeFile(store, key))
+
+
+def read_keys(store: ObjectStore, number: int) -> pa.Table:
+    return pq.read_table(io.BytesIO(store.get(keys_key(number))))
+
+
+def locate(store: ObjectStore, version: Version, key: str) -> Location | None:
+    """Where sample ``key`` lies in ``version``, by the version's key index: the row
+    groups' key ranges point at one group, read on its own."""
+    if version.number is None or not store.exists(keys_key(version.number)):
+        table = _key_rows(store, version.shards)
+        return _first(table.filter(pc.equal(table["key"], key)))
+    pf = _open_parquet(store, keys_key(version.number))
+    for group in range(pf.num_row_groups):
+        stats = pf.metadata.row_group(group).column(0).statistics
+        if stats is not None and stats.has_min_max and not stats.min <= key <= stats.max:
+            continue
+        table = pf.read_row_group(group)
+        found = _first(table.filter(pc.equal(table["key"], key)))
+        if found is not None:
+            return found
+    return None
+
+
+def _first(table: pa.Table) -> Location | None:
+    if table.num_rows == 0:
+        return None
+    row = table.slice(0, 1).to_pylist()[0]
+    return Location(row["key"], row["shard"], int(row["offset"]), int(row["size"]))
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only, seekable file over a stored object, read by ranged GETs."""
+
+    def __init__(self, store: ObjectStore, key: str) -> None:
+        self._store, self._key = store, key
+        self._size = store.size(key)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        data = self._store.get_range(self._key, self._pos, end - self._pos)
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
+                  parent: Version | None, *, job: int | None, kind: str,
+                  tombstones: list[str] | None = None,
+                  extra: dict[str, Any] | None = None) -> Version:
+    """Write the next version (sidecars first, then its file, then ``index.json``).
+
+    The caller makes sure one writer at a time writes a dataset's versions (the database
+    locks the dataset's row while it does).
+    """
+    names = [s.name for s in shards]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate shard names in a version")
+    shards = sorted(shards, key=lambda s: s.name)
+    numbers = list_versions(store)
+    number = (numbers[-1] if numbers else 0) + 1
+    before = set(parent.names) if parent is not None else set()
+    added = [s for s in shards if s.name not in before]
+    summary = _next_summary(store, parent, shards, added)
+    store.put(summary_key(number), dumps({"version": number, "shards": summary}))
+    keys = _next_keys(store, parent, shards, added)
+    buffer = io.BytesIO()
+    pq.write_table(keys, buffer, row_group_size=KEY_ROW_GROUP, write_statistics=["key"])
+    store.put(keys_key(number), buffer.getvalue())
+    doc = {
+        "autods_version_kind": VERSION_KIND, "version": number,
+        "parent": parent.number if parent is not None else None,
+        "job": job, "kind": kind, "created_at": datetime.now(UTC).isoformat(),
+        "num_samples": sum(s.count for s in shards),
+        "added": [s.name for s in added],
+        "removed": sorted(before - set(names)),
+        "tombstones": sorted(tombstones or []),
+        **(extra or {}),
+    }
+    write_index(store, shards, dataset, key=version_key(number), extra=doc)
+    write_index(store, shards, dataset, key=INDEX_KEY, extra=doc)
+    logger.info("dataset %s: version %d, %d shards (%d added, %d removed)", dataset, number,
+                len(shards), len(added), len(doc["removed"]))
+    return read_version(store, number)
+
+
+def write_latest_index(store: ObjectStore, version: Version) -> None:
+    """``index.json`` again from ``version`` (urls relative to the dataset root)."""
+    doc = {k: v for k, v in version.doc.items()
+           if k not in ("__kind__", "wids_version", "name", "shardlist")}
+    write_index(store, list(version.shards), version.doc["name"], key=INDEX_KEY, extra=doc)
+
+
+def _next_summary(store: ObjectStore, parent: Version | None, shards: list[ShardInfo],
+                  added: list[ShardInfo]) -> dict[str, Any]:
+    inherited = read_summary(store, parent) if parent is not None else {}
+    fresh = {s.name: _summary_entry(json.loads(store.get(s.manifest_json_key)))
+             for s in added}
+    return {s.name: fresh.get(s.name) or inherited[s.name] for s in shards}
+
+
+def _next_keys(store: ObjectStore, parent: Version | None, shards: list[ShardInfo],
+               added: list[ShardInfo]) -> pa.Table:
+    new = {s.name for s in added}
+    kept = [s.name for s in shards if s.name not in new]
+    tables = [_key_rows(store, added)]
+    if parent is not None and kept:
+        if parent.number is not None and store.exists(keys_key(parent.number)):
+            inherited = read_keys(store, parent.number)
+            tables.append(inherited.filter(pc.is_in(inherited["shard"],
+                                                    pa.array(kept, pa.string()))))
+        else:
+            tables.append(_key_rows(store, [parent.shard(n) for n in kept]))
+    table = pa.concat_tables(tables)
+    return table.sort_by("key")
+
+
+def referenced_keys(version: Version) -> set[str]:
+    """Every object a version needs: its shards' tars and manifests."""
+    return {k for s in version.shards
+            for k in (s.tar_key, s.manifest_json_key, s.manifest_parquet_key)}
+
+
+def collect_garbage(store: ObjectStore, keep: int) -> dict[str, int]:
+    """Remove all but the newest ``keep`` versions and the objects only they reference.
+
+    Objects of no version at all (a shard a running job has just written) are left alone:
+    only what a removed version listed, and no kept version lists, is deleted.
+    """
+    if keep < 1:
+        raise ValueError("keep at least one version")
+    numbers = list_versions(store)
+    removed, kept = numbers[:-keep], numbers[-keep:]
+    if not removed:
+        return {"versions_removed": 0, "objects_deleted": 0}
+    needed: set[str] = set()
+    for n in kept:
+        needed |= referenced_keys(read_version(store, n))
+    doomed: set[str] = set()
+    for n in removed:
+        doomed |= referenced_keys(read_version(store, n))
+    objects = sorted(doomed - needed)
+    for key in objects:
+        store.delete(key)
+    for n in removed:
+        for key in (summary_key(n), keys_key(n), version_key(n)):
+            store.delete(key)
+    logger.info("gc %s: %d versions and %d objects removed", store.url, len(removed),
+                len(objects))
+    return {"versions_removed": len(removed), "objects_deleted": len(objects)}

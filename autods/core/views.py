@@ -1,0 +1,182 @@
+"""Materialized views: a query's answer written as a dataset of its own.
+
+A sample's bytes in a tar (its members' headers, contents and padding) stand on their own,
+so a view's shard is the matching samples' byte ranges copied one after another, then the
+end-of-archive blocks: no decode, no re-encode, and the members stay byte-identical. Its
+manifests are the matching manifest rows with new offsets, summed up again.
+
+A view is cached by the hash of its predicate (as DuckDB parses it, so spacing and case do
+not matter) and of the source version: asking again returns the version that holds the
+answer; a new source version gives the view a new version of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from autods.core.manifest import write_table_manifests
+from autods.core.predicate import Predicate, parse_predicate
+from autods.core.query import LOCATION, run_query
+from autods.core.records import ShardInfo
+from autods.core.shard import end_of_archive
+from autods.core.storage import LocalStore, ObjectStore
+from autods.core.versions import Version, list_versions, read_version, write_version
+from autods.version import PIPELINE_VERSION
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A materialized view: the version holding the answer, and whether it was cached."""
+
+    version: Version
+    cached: bool
+    key: str
+
+
+def _canonical(node: Any) -> Any:
+    """The parse tree without source positions, column names lower-cased (DuckDB matches
+    them without regard to case)."""
+    if isinstance(node, dict):
+        out = {k: _canonical(v) for k, v in node.items() if not k.startswith("query_location")}
+        if out.get("class") == "COLUMN_REF":
+            out["column_names"] = [c.lower() for c in out.get("column_names", [])]
+        return out
+    if isinstance(node, list):
+        return [_canonical(v) for v in node]
+    return node
+
+
+def view_key(pred: Predicate, source_version: int | None) -> str:
+    """The cache key of a view: its parsed predicate and its source version."""
+    doc = json.dumps([_canonical(pred.tree), source_version], sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def cached_view(target: ObjectStore, key: str) -> Version | None:
+    for number in reversed(list_versions(target)):
+        version = read_version(target, number)
+        if version.doc.get("view", {}).get("key") == key:
+            return version
+    return None
+
+
+def materialize(source: ObjectStore, version: Version, predicate: str, target: ObjectStore,
+                name: str, shard_size: int = 1000) -> View:
+    """Write the samples of ``version`` matching ``predicate`` as dataset ``name`` in
+    ``target``; return the cached version when this question was answered already."""
+    pred = parse_predicate(predicate)
+    key = view_key(pred, version.number)
+    found = cached_view(target, key)
+    if found is not None:
+        return View(found, True, key)
+    answer = run_query(source, version, pred, columns=["*"]).table
+    groups: dict[tuple[str, tuple[str, ...]], list[int]] = defaultdict(list)
+    shard_of = {s.name: s for s in version.shards}
+    for i, shard in enumerate(answer["shard"].to_pylist()):
+        s = shard_of[shard]
+        groups[(s.modality, tuple(s.extensions))].append(i)
+    written: list[ShardInfo] = []
+    for (modality, extensions), rows in sorted(groups.items()):
+        for start in range(0, len(rows), shard_size):
+            part = answer.take(pa.array(rows[start:start + shard_size]))
+            written.append(_write_view_shard(
+                source, version, target, f"view-{key[:8]}-{len(written):06d}", part,
+                modality, list(extensions), name))
+    parent = read_version(target) if list_versions(target) else None
+    meta = {"key": key, "predicate": pred.sql, "source": source.url,
+            "source_version": version.number}
+    result = write_version(target, name, written, parent, job=None, kind="view",
+                           extra={"view": meta})
+    logger.info("view %s: %d samples in %d shards", name, result.num_samples, len(written))
+    return View(result, False, key)
+
+
+def _runs(shards: list[str], offsets: list[int], sizes: list[int]):
+    """Adjacent byte ranges of one shard merged, so a run of neighbours is one read."""
+    run: list[Any] | None = None
+    for shard, offset, size in zip(shards, offsets, sizes, strict=True):
+        if run is not None and run[0] == shard and run[1] + run[2] == offset:
+            run[2] += size
+            continue
+        if run is not None:
+            yield tuple(run)
+        run = [shard, offset, size]
+    if run is not None:
+        yield tuple(run)
+
+
+def _copy_ranges(source: ObjectStore, version: Version, part: pa.Table, out) -> None:
+    """Append the rows' byte ranges to ``out``: ``os.pread`` on local files, ranged GETs
+    elsewhere."""
+    handles: dict[str, int] = {}
+    try:
+        for shard, offset, size in _runs(part["shard"].to_pylist(),
+                                         part["offset"].to_pylist(), part["size"].to_pylist()):
+            tar_key = version.shard(shard).tar_key
+            if isinstance(source, LocalStore):
+                if shard not in handles:
+                    handles[shard] = os.open(source.local_path(tar_key), os.O_RDONLY)
+                data = os.pread(handles[shard], size, offset)
+            else:
+                data = source.get_range(tar_key, offset, size)
+            if len(data) != size:
+                raise OSError(f"{tar_key}: {size} bytes at {offset}, got {len(data)}")
+            out.write(data)
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+
+
+class _Out:
+    def __init__(self, f) -> None:
+        self._f, self._sha = f, hashlib.sha256()
+        self.offset = 0
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+        self._sha.update(data)
+        self.offset += len(data)
+
+
+def _write_view_shard(source: ObjectStore, version: Version, target: ObjectStore,
+                      shard_name: str, part: pa.Table, modality: str, extensions: list[str],
+                      dataset: str) -> ShardInfo:
+    fd, tmp = tempfile.mkstemp(prefix="autods-view-", suffix=".tar")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            out = _Out(f)
+            _copy_ranges(source, version, part, out)
+            out.write(end_of_archive(out.offset))
+        tar_key = f"shards/{shard_name}.tar"
+        target.put_file(tar_key, Path(tmp))
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    sizes = part["size"].to_pylist()
+    offsets, at = [], 0
+    for size in sizes:
+        offsets.append(at)
+        at += size
+    rows = {"__key__": part["key"], "__offset__": pa.array(offsets, pa.int64()),
+            "__size__": part["size"]}
+    rows.update({c: part[c] for c in part.column_names if c not in LOCATION})
+    parents = sorted(set(part["shard"].to_pylist()))
+    json_key, parquet_key = write_table_manifests(
+        target, "shards", shard_name, pa.table(rows),
+        {"dataset": dataset, "pipeline_version": PIPELINE_VERSION, "modality": modality,
+         "parent_shards": parents}, size_bytes=out.offset, sha256=out._sha.hexdigest())
+    return ShardInfo(name=shard_name, count=part.num_rows, nbytes=out.offset,
+                     sha256=out._sha.hexdigest(), tar_key=tar_key,
+                     manifest_json_key=json_key, manifest_parquet_key=parquet_key,
+                     modality=modality, extensions=extensions)

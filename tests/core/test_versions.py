@@ -1,0 +1,168 @@
+"""Versions, the key index, queries checked against a brute-force scan, views and gc, on
+datasets written by the real shard writer."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from autods.core.predicate import PredicateError
+from autods.core.query import Limits
+from autods.core.storage import LocalStore
+from autods.core.versions import keys_key, list_versions, read_version
+from autods.dataset import Dataset
+from tests.dsgen import write_dataset
+
+
+@pytest.fixture
+def ds(tmp_path) -> Dataset:
+    store = LocalStore(tmp_path / "ds")
+    write_dataset(store, n_shards=6, per_shard=40, seed=1)
+    return Dataset(store)
+
+
+def _all_rows(ds: Dataset, version: int | None = None) -> list[dict]:
+    """Every manifest row of a version, read with DuckDB over every parquet file."""
+    v = ds.version(version)
+    files = [str(ds.store.local_path(s.manifest_parquet_key)) for s in v.shards]
+    con = duckdb.connect()
+    return con.sql("SELECT * FROM read_parquet(?, union_by_name = true)", params=[files]) \
+        .to_arrow_table().to_pylist()
+
+
+def test_a_version_lists_its_shards_and_index_json_is_the_latest(ds):
+    v = ds.version()
+    assert v.number == 1 and v.num_samples == 240 and len(v.shards) == 6
+    index = json.loads(ds.store.get("index.json"))
+    assert index["version"] == 1
+    assert [e["url"] for e in index["shardlist"]] == [f"shards/shard-{i:06d}.tar"
+                                                      for i in range(6)]
+    # The version file is a wids index too: its urls are relative to its own folder.
+    doc = json.loads(ds.store.get("versions/v000001.json"))
+    assert doc["shardlist"][0]["url"] == "../shards/shard-000000.tar"
+
+
+PREDICATES = [
+    "label = 'cat'",
+    "label = 'cat' AND width >= 512",
+    "label IN ('dog', 'bird') OR confidence > 0.9",
+    "caption ILIKE '%beach%' AND NOT (height < 100)",
+    "label IS NULL",
+    "width BETWEEN 100 AND 200 AND source <> 'web'",
+    "ingested_at >= '2026-01-20'",
+]
+
+
+@pytest.mark.parametrize("predicate", PREDICATES)
+def test_query_answers_exactly_what_a_brute_force_scan_answers(ds, predicate):
+    rows = _all_rows(ds)
+    con = duckdb.connect()
+    con.register("t", pa.Table.from_pylist(rows))
+    expected = {r[0] for r in con.execute(f"SELECT __key__ FROM t WHERE {predicate}").fetchall()}
+    result = ds.query(predicate, columns=["label", "width"])
+    keys = result.table["key"].to_pylist()
+    assert set(keys) == expected and len(keys) == len(expected)
+    assert result.table.column_names == ["key", "shard", "offset", "size", "label", "width"]
+    assert result.explain.shards_total == 6
+    assert result.explain.shards_read + result.explain.shards_skipped == 6
+
+
+def test_each_answer_points_at_the_samples_bytes(ds):
+    result = ds.query("label = 'dog'")
+    for row in result.table.to_pylist()[:10]:
+        tar = ds.store.get(ds.version().shard(row["shard"]).tar_key)
+        data = tar[row["offset"]:row["offset"] + row["size"]]
+        with tarfile.open(fileobj=io.BytesIO(data + bytes(1024))) as t:
+            names = t.getnames()
+        assert names == [f"{row['key']}.txt", f"{row['key']}.json"]
+
+
+def test_shards_whose_aggregates_cannot_match_are_skipped(tmp_path):
+    store = LocalStore(tmp_path / "ds")
+    write_dataset(store, n_shards=3, per_shard=20, seed=2)
+    # Three more shards of another schema history: no label fields at all.
+    write_dataset(store, n_shards=3, per_shard=20, seed=3, start_shard=3, labelled=False)
+    result = Dataset(store).query("label = 'cat'")
+    assert result.explain.shards_skipped >= 3
+    assert set(result.table["shard"].to_pylist()) <= {f"shard-{i:06d}" for i in range(3)}
+    # A predicate on the field the older shards lack still reads every row of the rest.
+    assert Dataset(store).query("label IS NULL").table.num_rows >= 60
+
+
+@pytest.mark.parametrize("bad", ["1; DROP TABLE x", "label = 'cat') UNION SELECT 1 --",
+                                 "no_such_column = 1", "width + 1", "",
+                                 "(SELECT 1) = 1"])
+def test_what_is_not_a_boolean_expression_over_columns_is_refused(ds, bad):
+    with pytest.raises(PredicateError):
+        ds.query(bad)
+
+
+def test_a_sandboxed_query_reads_no_other_file_and_keeps_its_row_limit(ds, tmp_path):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    with pytest.raises(PredicateError):
+        ds.query(f"EXISTS (SELECT * FROM read_csv('{secret}'))", limits=Limits())
+    result = ds.query("width > 0", limits=Limits(max_rows=7))
+    assert result.table.num_rows == 7
+
+
+def test_get_reads_one_sample_by_key(ds):
+    row = ds.query("label = 'bird'", limit=1).table.to_pylist()[0]
+    members = ds.get(row["key"])
+    assert set(members) == {"txt", "json"}
+    assert json.loads(members["json"]) == {"key": row["key"]}
+    assert hashlib.sha256(members["txt"]).hexdigest().startswith(row["key"])
+    with pytest.raises(KeyError):
+        ds.get("0" * 24)
+
+
+def test_the_key_index_is_sorted_in_small_row_groups(ds):
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(ds.store.local_path(keys_key(1)))
+    keys = pf.read().column("key").to_pylist()
+    assert keys == sorted(keys) and len(keys) == 240
+
+
+def test_a_pinned_version_reads_the_same_after_a_later_version_and_gc(ds):
+    v1 = ds.version(1)
+    digests = {s.name: hashlib.sha256(ds.store.get(s.tar_key)).hexdigest() for s in v1.shards}
+    assert digests == {s.name: s.sha256 for s in v1.shards}
+    write_dataset(ds.store, n_shards=2, per_shard=10, seed=9, start_shard=6, job=2)
+    assert list_versions(ds.store) == [1, 2]
+    assert ds.version(1).names == v1.names
+    assert {s.name: hashlib.sha256(ds.store.get(s.tar_key)).hexdigest()
+            for s in ds.version(1).shards} == digests
+    assert ds.version().num_samples == 260 and ds.version().doc["parent"] == 1
+    # Version 2 kept every shard of version 1, so gc deletes no shard, only the file.
+    assert ds.gc(keep=1) == {"versions_removed": 1, "objects_deleted": 0}
+    with pytest.raises(LookupError):
+        read_version(ds.store, 1)
+    assert ds.query("width > 0").table.num_rows == 260
+
+
+def test_a_view_copies_byte_ranges_and_is_cached_by_predicate_and_version(ds):
+    view, target = ds.materialize("label = 'cat'", "cats", shard_size=25)
+    expected = ds.query("label = 'cat'").table
+    assert not view.cached and view.version.num_samples == expected.num_rows
+    # Each sample's bytes in the view are its bytes in the source.
+    for row in target.query("width > 0").table.to_pylist():
+        src = ds.query(f"__key__ = '{row['key']}'").table.to_pylist()[0]
+        src_bytes = ds.store.get_range(ds.version().shard(src["shard"]).tar_key,
+                                       src["offset"], src["size"])
+        view_bytes = target.store.get_range(target.version().shard(row["shard"]).tar_key,
+                                            row["offset"], row["size"])
+        assert view_bytes == src_bytes
+    again, _ = ds.materialize("LABEL   =  'cat'", "cats")
+    assert again.cached and again.version.number == view.version.number
+    # A new source version makes a new view version.
+    write_dataset(ds.store, n_shards=1, per_shard=30, seed=11, start_shard=6, job=2)
+    newer, _ = ds.materialize("label = 'cat'", "cats")
+    assert not newer.cached and newer.version.number == 2
+    assert newer.version.num_samples == ds.query("label = 'cat'").table.num_rows
