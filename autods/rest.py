@@ -298,7 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         columns: Annotated[str | None, Query(max_length=2000, description=(
             "Comma-separated columns besides the location ('*': all)"))] = None,
         version: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
-        limit: Annotated[int | None, Query(ge=1, le=settings.api.query_max_rows)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
     ) -> QueryOut:
         """Samples matching ``where``, answered from the manifests. The predicate runs in a
         DuckDB that can read only this version's manifests, with a row and a time limit;
@@ -307,6 +307,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from autods.core.query import Limits
         from autods.core.versions import DatasetNotFound
 
+        if limit is not None and limit > settings.api.query_max_rows:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"limit: at most "
+                                f"{settings.api.query_max_rows} rows (AUTODS_API_QUERY_MAX_ROWS)")
         files = open_named(name)
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         limits = Limits(settings.api.query_max_rows, settings.api.query_timeout_s)

@@ -200,3 +200,54 @@ def test_an_event_job_that_cannot_start_is_a_4xx_and_releases_its_objects(settin
     with TestClient(create_app(settings)) as client:
         r = client.post("/events/s3?dataset=ev", json=payload, headers=_auth())
     assert r.status_code == 200 and r.json()["accepted"] == 1
+
+
+@pytest.fixture
+def published(runtime, tmp_path):
+    """A dataset in the database whose folder holds a version written by the shard writer."""
+    from autods.core.storage import LocalStore
+    from tests.dsgen import write_dataset
+
+    folder = tmp_path / "pets"
+    write_dataset(LocalStore(folder), n_shards=4, per_shard=25, seed=4, name="pets")
+    with session_scope(runtime.engine) as db:
+        db.add(Dataset(name="pets", output_url=folder.as_uri()))
+    return folder
+
+
+def test_a_query_answers_from_the_manifests_with_its_plan(client, published):
+    r = client.get("/datasets/pets/query", headers=_auth(),
+                   params={"where": "label = 'dog' AND width > 100", "columns": "label,width"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == 1 and body["explain"]["shards_total"] == 4
+    assert body["rows"] and all(row["label"] == "dog" and row["width"] > 100
+                                for row in body["rows"])
+    assert set(body["rows"][0]) == {"key", "shard", "offset", "size", "label", "width"}
+    versions = client.get("/datasets/pets/versions", headers=_auth()).json()
+    assert [(v["version"], v["samples"], v["shards"]) for v in versions] == [(1, 100, 4)]
+
+
+@pytest.mark.parametrize("where", [
+    "1=1; DROP TABLE samples", "label = 'x') UNION SELECT 1 --", "width + 1",
+    "nope = 1", "EXISTS (SELECT * FROM read_text('/etc/passwd'))",
+    "(SELECT count(*) FROM duckdb_settings()) > 0",
+])
+def test_anything_but_a_boolean_expression_over_columns_is_a_422(client, published, where):
+    r = client.get("/datasets/pets/query", headers=_auth(), params={"where": where})
+    assert r.status_code == 422 and r.json()["detail"]
+
+
+def test_a_query_keeps_the_servers_row_limit(settings, published):
+    settings.api.query_max_rows = 5
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/datasets/pets/query", headers=_auth(), params={"where": "width > 0"})
+        assert r.status_code == 200 and len(r.json()["rows"]) == 5
+        too_many = c.get("/datasets/pets/query", headers=_auth(),
+                         params={"where": "width > 0", "limit": 6})
+        assert too_many.status_code == 422
+
+
+def test_querying_an_unknown_dataset_is_404(client):
+    r = client.get("/datasets/nobody/query", headers=_auth(), params={"where": "width > 0"})
+    assert r.status_code == 404

@@ -13,7 +13,11 @@ caller, who binds the expression against the real columns.
 Pruning evaluates the expression tree in SQL's three-valued logic over *sets* of truth
 values: for every node, which of TRUE, FALSE and NULL some row of the shard could produce.
 Each set may hold more than can really occur, never less, so a shard is skipped only when
-TRUE is impossible at the root. Whatever is not understood may be anything.
+TRUE is impossible at the root. Understood: AND, OR, NOT; comparisons, IN and BETWEEN of
+a column with literals (also cast ones); IS [NOT] NULL; [NOT] [I]LIKE on known values;
+``list_contains``, ``list_has_any`` and ``= ANY`` on list columns; boolean columns.
+Literals are widened wherever DuckDB's coercions could move them (float rounding, the
+session time zone, text order of ISO times). Whatever is not understood may be anything.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ import duckdb
 from autods.core.bloom import BloomFilter
 
 MAX_PREDICATE_CHARS = 10_000
+# How deeply DuckDB's JSON AST may nest (about two levels per operator): deep enough for
+# any sensible filter, shallow enough that walking it never exhausts Python's stack.
+_MAX_DEPTH = 400
+_TOO_DEEP = "the predicate is nested too deeply"
 _TABLE = "samples"
 _NOT_AN_EXPRESSION = (
     "the predicate must be a single boolean expression over the columns of "
@@ -127,20 +135,32 @@ def _membership_list(node: dict) -> Any:
     return expression if cut == _reference_membership() else None
 
 
-def _collect_columns(tree: Any, bound: frozenset[str], columns: set[str]) -> None:
+# Functions that read the engine's settings, environment or catalog: a row filter has no
+# use for them, and over the network they would leak what the server is configured with.
+_INTROSPECTION = ("current_", "getenv", "duckdb_", "pragma_", "version", "pg_", "has_",
+                  "which_secret", "get_current")
+
+
+def _introspects(name: str) -> bool:
+    return name.lower().startswith(_INTROSPECTION)
+
+
+def _collect_columns(tree: Any, bound: frozenset[str], columns: set[str], depth: int = 0) -> None:
     """Add the columns ``tree`` reads to ``columns``; reject what a row filter may not hold.
 
     ``bound`` are lambda parameters in scope, which look like columns but are not.
     """
+    if depth > _MAX_DEPTH:
+        raise PredicateError(_TOO_DEEP)
     if isinstance(tree, list):
         for item in tree:
-            _collect_columns(item, bound, columns)
+            _collect_columns(item, bound, columns, depth + 1)
         return
     if not isinstance(tree, dict):
         return
     kind = tree.get("class")
     if kind == "SUBQUERY" and (listed := _membership_list(tree)) is not None:
-        _collect_columns([tree.get("child"), listed], bound, columns)
+        _collect_columns([tree.get("child"), listed], bound, columns, depth + 1)
     elif kind in _FORBIDDEN:
         raise PredicateError(_FORBIDDEN[kind])
     elif kind == "COLUMN_REF":
@@ -151,22 +171,40 @@ def _collect_columns(tree: Any, bound: frozenset[str], columns: set[str]) -> Non
             )
         if names[0].lower() not in bound:
             columns.add(names[0].lower())
+    elif kind == "FUNCTION" and _introspects(str(tree.get("function_name", ""))):
+        raise PredicateError(f"{tree.get('function_name')}() reads the database's settings or "
+                             "state, not a sample; it is not allowed in a predicate")
     elif kind == "LAMBDA":
         params: set[str] = set()
-        _collect_columns(tree.get("lhs"), frozenset(), params)
-        _collect_columns(tree.get("expr"), bound | params, columns)
+        _collect_columns(tree.get("lhs"), frozenset(), params, depth + 1)
+        _collect_columns(tree.get("expr"), bound | params, columns, depth + 1)
     else:
         for value in tree.values():
-            _collect_columns(value, bound, columns)
+            _collect_columns(value, bound, columns, depth + 1)
 
 
 def parse_predicate(sql: str) -> Predicate:
-    """Validate ``sql`` as one boolean expression over columns; raise ``PredicateError``."""
-    text = sql.strip()
+    """Validate ``sql`` as one boolean expression over columns; raise ``PredicateError``.
+
+    Parsing is pure, so the last few hundred answers are kept (a service or a notebook
+    asks the same questions again); the predicates returned are not to be changed.
+    """
+    return _parse_text(sql.strip())
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_text(text: str) -> Predicate:
     if not text:
         raise PredicateError("the predicate is empty")
     if len(text) > MAX_PREDICATE_CHARS:
         raise PredicateError(f"the predicate is longer than {MAX_PREDICATE_CHARS} characters")
+    try:
+        return _parse(text)
+    except RecursionError as exc:  # reading or walking DuckDB's JSON
+        raise PredicateError(_TOO_DEEP) from exc
+
+
+def _parse(text: str) -> Predicate:
     doc = _serialize(text)
     if doc.get("error"):
         if doc.get("error_type") != "parser":
@@ -225,12 +263,12 @@ def _or(a: _Outcomes, b: _Outcomes) -> _Outcomes:
 
 # A float literal, or a float column, may be rounded (to float32, to double) on the way
 # to a comparison; widening by this relative margin keeps every such rounding inside.
-_NUMBER_SLACK = 1e-6
+NUMBER_SLACK = 1e-6
 # A typed time literal may be read in the session time zone (at most 14 h off UTC).
-_CAST_SLACK = timedelta(days=1)
+CAST_SLACK = timedelta(days=1)
 # A bare string literal against a string column of ISO times compares as text, which
 # orders like the values' local dates: at most a day and 14 h off their UTC instants.
-_TEXT_SLACK = timedelta(days=3)
+TEXT_SLACK = timedelta(days=3)
 _ISO_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
 )
@@ -399,7 +437,7 @@ class _Shard:
 
 
 @dataclass(frozen=True)
-class _Const:
+class Const:
     """A literal: kind null, number, string, bool or time; integers are ``exact``."""
 
     kind: str
@@ -420,7 +458,7 @@ _INTEGER_TYPES = frozenset({
 })
 
 
-def _parse_time(text: str) -> datetime | None:
+def parse_time(text: str) -> datetime | None:
     if not _ISO_TIME.fullmatch(text):
         return None
     try:
@@ -429,42 +467,43 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def _literal(literal: Any) -> _Const | None:
+def _literal(literal: Any) -> Const | None:
     if not isinstance(literal, dict):
         return None
     kind, text = literal.get("kind"), literal.get("text")
     if kind == "NULL_LITERAL":
-        return _Const("null")
+        return Const("null")
     if not isinstance(text, str):
         return None
     if kind == "STRING":
-        return _Const("string", text)
+        return Const("string", text)
     if kind == "BOOLEAN" and text.lower() in ("true", "false"):
-        return _Const("bool", text.lower() == "true")
+        return Const("bool", text.lower() == "true")
     try:
         if kind == "INTEGER":
             number = int(text)
-            return _Const("number", number, exact=True) if math.isfinite(float(number)) else None
+            float(number)  # past the float range, slack arithmetic would overflow
+            return Const("number", number, exact=True)
         if kind == "NUMERIC":
             number = float(text)
-            return _Const("number", number) if math.isfinite(number) else None
+            return Const("number", number) if math.isfinite(number) else None
     except (ValueError, OverflowError):
         return None
     return None
 
 
-def _cast(const: _Const, type_name: str) -> _Const | None:
+def _cast(const: Const, type_name: str) -> Const | None:
     """``const`` cast to ``type_name``, when that is certain to keep its meaning here."""
     if const.kind == "null":
         return const
     if type_name in _TEXT_TYPES:
         return const if const.kind == "string" else None
     if type_name in _TIME_TYPES:
-        if const.kind == "string" and (instant := _parse_time(const.value)) is not None:
-            return _Const("time", instant)
+        if const.kind == "string" and (instant := parse_time(const.value)) is not None:
+            return Const("time", instant)
         return None
     if type_name in _FLOAT_TYPES:
-        return _Const("number", const.value) if const.kind == "number" else None
+        return Const("number", const.value) if const.kind == "number" else None
     if type_name in _INTEGER_TYPES:
         return const if const.kind == "number" and const.exact else None
     if type_name in ("BOOLEAN", "BOOL"):
@@ -472,20 +511,20 @@ def _cast(const: _Const, type_name: str) -> _Const | None:
     return None
 
 
-def _constant(node: Any) -> _Const | None:
+def constant(node: Any) -> Const | None:
     """The literal ``node`` stands for, or None when it is not a plain literal."""
     if not isinstance(node, dict):
         return None
     if node.get("class") == "CONSTANT":
         return _literal(node.get("literal"))
     if node.get("class") == "CAST" and not node.get("try_cast"):
-        child = _constant(node.get("child"))
+        child = constant(node.get("child"))
         type_name = str((node.get("type_expr") or {}).get("type_name", "")).upper()
         return None if child is None else _cast(child, type_name)
     return None
 
 
-def _column_name(node: Any) -> str | None:
+def column_name(node: Any) -> str | None:
     if isinstance(node, dict) and node.get("class") == "COLUMN_REF":
         names = node.get("column_names") or []
         if len(names) == 1 and isinstance(names[0], str):
@@ -498,7 +537,7 @@ def _column_name(node: Any) -> str | None:
 _Range = tuple[Any, Any]
 
 
-def _operand(column: _Column, const: _Const) -> _Range | None:
+def _operand(column: _Column, const: Const) -> _Range | None:
     """``const`` as a range in ``column``'s order, wide enough for every way DuckDB may
     coerce it; None when this module cannot tell how they compare.
     """
@@ -506,7 +545,7 @@ def _operand(column: _Column, const: _Const) -> _Range | None:
     if column.kind == "number" and kind == "number":
         if const.exact and column.integral:
             return value, value
-        slack = abs(value) * _NUMBER_SLACK
+        slack = abs(value) * NUMBER_SLACK
         return value - slack, value + slack
     if column.kind == "string" and kind == "string":
         return value, value
@@ -518,9 +557,9 @@ def _operand(column: _Column, const: _Const) -> _Range | None:
             return value, value
     if column.kind == "time":
         if kind == "time":
-            return value - _CAST_SLACK, value + _CAST_SLACK
-        if kind == "string" and (instant := _parse_time(value)) is not None:
-            return instant - _TEXT_SLACK, instant + _TEXT_SLACK
+            return value - CAST_SLACK, value + CAST_SLACK
+        if kind == "string" and (instant := parse_time(value)) is not None:
+            return instant - TEXT_SLACK, instant + TEXT_SLACK
     return None
 
 
@@ -532,8 +571,8 @@ _ORDER: dict[str, Callable[[Any, Any, Any, Any], tuple[bool, bool]]] = {
     ">": lambda lo, hi, clo, chi: (hi > clo, lo <= chi),
     ">=": lambda lo, hi, clo, chi: (hi >= clo, lo < chi),
 }
-_FLIP = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-_COMPARISONS = {
+FLIP = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+COMPARISONS = {
     "COMPARE_EQUAL": "=",
     "COMPARE_NOTEQUAL": "<>",
     "COMPARE_LESSTHAN": "<",
@@ -565,7 +604,14 @@ def _rows(column: _Column, test: Callable[[_Range], _Outcomes], fallback: _Outco
     return out
 
 
-def _operands(column: _Column, consts: Iterable[_Const | None]) -> list[_Range | None] | None:
+def _opaque(column: _Column, outcomes: _Outcomes = _ANY) -> _Outcomes:
+    """A row test this module cannot evaluate: ``outcomes`` for non-NULL rows, NULL for
+    NULL rows (a comparison, IN, BETWEEN or LIKE with a NULL input is NULL).
+    """
+    return _when(column.nulls, _N) | _when(column.present, outcomes)
+
+
+def _operands(column: _Column, consts: Iterable[Const | None]) -> list[_Range | None] | None:
     """Each constant as an operand (None for NULL); None if any is not comparable."""
     operands: list[_Range | None] = []
     for const in consts:
@@ -580,19 +626,11 @@ def _operands(column: _Column, consts: Iterable[_Const | None]) -> list[_Range |
     return operands
 
 
-def _refutes(column: _Column, consts: Iterable[_Const]) -> bool:
-    """Whether the column's value summary proves that no value equals any of ``consts``."""
-    texts = [c.value for c in consts if c.kind != "null"]
-    return column.kind == "string" and all(isinstance(t, str) for t in texts) and not any(
-        column.may_hold(t) for t in texts
-    )
-
-
-def _in(column: _Column, consts: list[_Const | None]) -> _Outcomes:
+def _in(column: _Column, consts: list[Const | None]) -> _Outcomes:
     """``x IN (c1, c2, ...)``, i.e. ``x = c1 OR x = c2 ...``, row by row."""
     operands = _operands(column, consts)
     if operands is None:
-        return _rows(column, lambda value: _ANY, _ANY)
+        return _opaque(column)
 
     def test(value: _Range) -> _Outcomes:
         out = _F
@@ -600,81 +638,102 @@ def _in(column: _Column, consts: list[_Const | None]) -> _Outcomes:
             out = _or(out, _order("=", value, operand))
         return out
 
-    nulled = _when(None in operands, _N)
-    refuted = _refutes(column, [c for c in consts if c is not None])
-    return _rows(column, test, (_F if refuted else _ANY) | nulled)
+    # Without known values, a Bloom filter can still refute equality with strings.
+    texts = [c.value for c in consts if c is not None and c.kind == "string"]
+    refuted = column.kind == "string" and not any(column.may_hold(t) for t in texts)
+    return _rows(column, test, (_F if refuted else _ANY) | _when(None in operands, _N))
 
 
-def _compare(column: _Column, op: str, const: _Const | None) -> _Outcomes:
+def _compare(column: _Column, op: str, const: Const | None) -> _Outcomes:
     if op == "<>":
         return _not(_compare(column, "=", const))
     if op == "=":
         return _in(column, [const])
     operands = _operands(column, [const])
     if operands is None:
-        return _rows(column, lambda value: _ANY, _ANY)
+        return _opaque(column)
     return _rows(column, lambda value: _order(op, value, operands[0]), _ANY)
 
 
-def _between(column: _Column, low: _Const | None, high: _Const | None) -> _Outcomes:
+def _between(column: _Column, low: Const | None, high: Const | None) -> _Outcomes:
     operands = _operands(column, [low, high])
     if operands is None:
-        return _rows(column, lambda value: _ANY, _ANY)
+        return _opaque(column)
     lower, upper = operands
     return _rows(
         column, lambda value: _and(_order(">=", value, lower), _order("<=", value, upper)), _ANY
     )
 
 
-def _like_regex(pattern: str, escape: str) -> re.Pattern[str] | None:
-    """DuckDB's LIKE: ``%`` any text, ``_`` one character, ``escape`` quotes the next.
+_ONE, _MANY = object(), object()  # LIKE's ``_`` and ``%``
 
-    There is no escape character unless one is given. None for a pattern DuckDB rejects.
+
+def _like_tokens(pattern: str, escape: str) -> list[object] | None:
+    """DuckDB's LIKE pattern as tokens: characters, ``_`` (any one), ``%`` (any text).
+
+    ``escape`` quotes the next character; there is none unless one is given. None for a
+    pattern DuckDB rejects (ending in the escape character).
     """
-    parts: list[str] = []
+    tokens: list[object] = []
     chars = iter(pattern)
     for char in chars:
         if escape and char == escape:
             quoted = next(chars, None)
             if quoted is None:
                 return None
-            parts.append(re.escape(quoted))
-        elif char == "%":
-            parts.append(".*")
-        elif char == "_":
-            parts.append(".")
+            tokens.append(quoted)
         else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
+            tokens.append(_MANY if char == "%" else _ONE if char == "_" else char)
+    return tokens
+
+
+def _like_match(text: str, tokens: list[object]) -> bool:
+    """Whether ``text`` matches ``tokens``, in O(len(text) * len(tokens)) at worst (a regex
+    could backtrack exponentially on a hostile pattern).
+    """
+    t = p = 0
+    star, resume = -1, 0  # the last ``%`` seen, and where its match would grow from
+    while t < len(text):
+        if p < len(tokens) and (tokens[p] is _ONE or tokens[p] == text[t]):
+            t, p = t + 1, p + 1
+        elif p < len(tokens) and tokens[p] is _MANY:
+            star, resume, p = p, t, p + 1
+        elif star >= 0:
+            resume += 1
+            t, p = resume, star + 1
+        else:
+            return False
+    return all(token is _MANY for token in tokens[p:])
 
 
 def _like(column: _Column, args: list[Any], fold: bool) -> _Outcomes:
     """``x [I]LIKE pattern [ESCAPE e]`` on a column of known text values."""
-    consts = [_constant(a) for a in args[1:]]
+    consts = [constant(a) for a in args[1:]]
     if any(c is not None and c.kind == "null" for c in consts):
         return _N
     if column.kind not in ("string", "bool", "absent") or not all(
         c is not None and c.kind == "string" for c in consts
     ):
-        return _rows(column, lambda value: _ANY, _ANY)
-    pattern, escape = consts[0].value, consts[1].value if len(consts) > 1 else ""
+        return _opaque(column)
+    pattern = consts[0].value
+    escape = consts[1].value if len(consts) > 1 else ""
     # ILIKE lower-cases both sides; only ASCII is certain to lower-case as in Python.
     if fold and (not pattern.isascii() or escape.isalpha()):
-        return _rows(column, lambda value: _BOOL, _BOOL)
-    regex = _like_regex(pattern.lower() if fold else pattern, escape)
-    if len(escape) > 1 or regex is None:
-        return _rows(column, lambda value: _ANY, _ANY)
+        return _opaque(column, _BOOL)
+    tokens = _like_tokens(pattern.lower() if fold else pattern, escape)
+    if len(escape) > 1 or tokens is None:
+        return _opaque(column)
 
     def test(value: _Range) -> _Outcomes:
         text = value[0]
         if fold and not text.isascii():
             return _BOOL
-        return _T if regex.fullmatch(text.lower() if fold else text) else _F
+        return _T if _like_match(text.lower() if fold else text, tokens) else _F
 
     return _rows(column, test, _BOOL)
 
 
-def _contains(column: _Column, consts: list[_Const | None]) -> _Outcomes:
+def _contains(column: _Column, consts: list[Const | None]) -> _Outcomes:
     """``list_contains(x, c)`` / ``list_has_any(x, [c, ...])``: NULL for a NULL list,
     and NULL list elements never match.
     """
@@ -686,11 +745,11 @@ def _contains(column: _Column, consts: list[_Const | None]) -> _Outcomes:
     return _when(column.nulls, _N) | _when(column.present, _F | _when(hit, _T))
 
 
-def _any_equal(column: _Column, const: _Const | None) -> _Outcomes:
+def _any_equal(column: _Column, const: Const | None) -> _Outcomes:
     """``c = ANY(x)``: FALSE for a NULL or empty list, NULL when x holds NULL elements."""
-    if column.kind not in ("set", "absent") or const is None or const.kind not in (
-        "string", "null"
-    ):
+    if column.kind not in ("set", "absent") or const is None:
+        return _ANY
+    if const.kind not in ("string", "null"):
         return _ANY
     hit = const.kind == "string" and column.may_hold(const.value)
     return _when(column.nulls, _F) | _when(column.present, _F | _N | _when(hit, _T))
@@ -710,13 +769,13 @@ _CONTAINS = frozenset({"list_contains", "array_contains", "list_has", "array_has
 _HAS_ANY = frozenset({"list_has_any", "array_has_any"})
 
 
-def _list_items(node: Any) -> list[_Const | None] | None:
+def _list_items(node: Any) -> list[Const | None] | None:
     """The constants of a ``[a, b, ...]`` list literal, or None if it is not one."""
     if not (isinstance(node, dict) and node.get("class") == "FUNCTION"):
         return None
     if node.get("function_name") != "list_value" or node.get("schema"):
         return None
-    return [_constant(a.get("expression")) for a in node.get("arguments") or []]
+    return [constant(a.get("expression")) for a in node.get("arguments") or []]
 
 
 def _function(node: dict, shard: _Shard) -> _Outcomes:
@@ -725,17 +784,20 @@ def _function(node: dict, shard: _Shard) -> _Outcomes:
         return _ANY
     args = [a.get("expression") for a in node.get("arguments") or []]
     if name in _LIKE and len(args) == (3 if name.endswith("escape") else 2):
-        column = _column_name(args[0])
+        column = column_name(args[0])
         if column is None:
             return _ANY
         fold, negated = _LIKE[name]
         out = _like(shard.column(column), args, fold)
         return _not(out) if negated else out
-    if name in _CONTAINS and len(args) == 2 and (column := _column_name(args[0])):
-        return _contains(shard.column(column), [_constant(args[1])])
+    if name in _CONTAINS and len(args) == 2 and (column := column_name(args[0])):
+        const = constant(args[1])
+        if const is not None and const.kind == "null":
+            return _N  # unlike list_has_any, list_contains(x, NULL) is NULL
+        return _contains(shard.column(column), [const])
     if name in _HAS_ANY and len(args) == 2:
         for listed, items in ((args[0], args[1]), (args[1], args[0])):
-            column, consts = _column_name(listed), _list_items(items)
+            column, consts = column_name(listed), _list_items(items)
             if column is not None and consts is not None:
                 return _contains(shard.column(column), consts)
     return _ANY
@@ -759,45 +821,45 @@ def _truth(node: Any, shard: _Shard) -> _Outcomes:
         out = _is_null(children[0], shard)
         return out if node_type == "OPERATOR_IS_NULL" else _not(out)
     if kind == "CONSTANT":
-        const = _constant(node)
+        const = constant(node)
         if const is not None and const.kind == "null":
             return _N
         if const is not None and const.kind == "bool":
             return _T if const.value else _F
         return _ANY
-    if kind == "COLUMN_REF" and (name := _column_name(node)):
+    if kind == "COLUMN_REF" and (name := column_name(node)):
         column = shard.column(name)
-        if column.kind not in ("bool", "absent"):
+        if column.kind != "bool" and column.present:
             return _ANY
         return _rows(column, lambda value: _T if value[0] == "true" else _F, _ANY)
-    if kind == "COMPARISON" and node_type in _COMPARISONS:
-        op = _COMPARISONS[node_type]
+    if kind == "COMPARISON" and node_type in COMPARISONS:
+        op = COMPARISONS[node_type]
         left, right = node.get("left"), node.get("right")
-        if (name := _column_name(left)) is not None:
-            return _compare(shard.column(name), op, _constant(right))
-        if (name := _column_name(right)) is not None:
-            return _compare(shard.column(name), _FLIP[op], _constant(left))
+        if (name := column_name(left)) is not None:
+            return _compare(shard.column(name), op, constant(right))
+        if (name := column_name(right)) is not None:
+            return _compare(shard.column(name), FLIP[op], constant(left))
         return _ANY
-    if node_type == "COMPARE_IN" and len(children) >= 2 and (name := _column_name(children[0])):
-        return _in(shard.column(name), [_constant(c) for c in children[1:]])
-    if kind == "BETWEEN" and (name := _column_name(node.get("input"))):
-        low, high = _constant(node.get("lower")), _constant(node.get("upper"))
+    if node_type == "COMPARE_IN" and len(children) >= 2 and (name := column_name(children[0])):
+        return _in(shard.column(name), [constant(c) for c in children[1:]])
+    if kind == "BETWEEN" and (name := column_name(node.get("input"))):
+        low, high = constant(node.get("lower")), constant(node.get("upper"))
         return _between(shard.column(name), low, high)
     if kind == "FUNCTION":
         return _function(node, shard)
     if kind == "SUBQUERY" and node.get("comparison_type") == "COMPARE_EQUAL":
-        name = _column_name(_membership_list(node))
+        name = column_name(_membership_list(node))
         if name is not None:
-            return _any_equal(shard.column(name), _constant(node.get("child")))
+            return _any_equal(shard.column(name), constant(node.get("child")))
     return _ANY
 
 
 def _is_null(node: Any, shard: _Shard) -> _Outcomes:
     """``node IS NULL``, which is never NULL itself."""
-    if (name := _column_name(node)) is not None:
+    if (name := column_name(node)) is not None:
         column = shard.column(name)
         return _when(column.nulls, _T) | _when(column.present, _F)
-    const = _constant(node)
+    const = constant(node)
     if const is not None:
         return _T if const.kind == "null" else _F
     return _BOOL
@@ -811,6 +873,6 @@ def might_match(pred: Predicate, shard: dict) -> bool:
     predicate reads but ``fields`` lacks is NULL in every row of the shard.
     """
     view = _Shard(shard)
-    if view.num_samples is not None and view.num_samples <= 0:
+    if view.num_samples == 0:
         return False
     return _Tri.TRUE in _truth(pred.tree, view)

@@ -13,6 +13,7 @@ configuration locked, under a row and a time limit.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from collections.abc import Sequence
@@ -21,16 +22,18 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from autods.core.predicate import Predicate, PredicateError, might_match, parse_predicate
-from autods.core.records import ShardInfo
+from autods.core.predicate import Predicate, PredicateError, parse_predicate
+from autods.core.prune import PARTS, part, surviving, with_field
 from autods.core.storage import LocalStore, ObjectStore
-from autods.core.versions import Version, read_summary
+from autods.core.versions import Summary, Version
 
 #: Location columns every answer starts with.
 LOCATION = ("key", "shard", "offset", "size")
-_RESERVED = {"__key__": "key", "__offset__": "offset", "__size__": "size"}
+_NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                  "allow_community_extensions": False}
 
 # Arrow type names as manifests record them, and the DuckDB type a missing column takes.
 _DUCKDB_TYPES = {
@@ -69,30 +72,34 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _columns_and_types(summary: dict[str, dict]) -> dict[str, str]:
-    """Every manifest column of the version with its DuckDB type (first seen wins)."""
-    types: dict[str, str] = {}
-    for entry in summary.values():
-        for name, arrow_type in entry.get("schema", {}).items():
-            types.setdefault(name, _DUCKDB_TYPES.get(arrow_type, "VARCHAR"))
-        for name in entry.get("fields", {}):
-            types.setdefault(name, "VARCHAR")
-    return types
+def _duckdb_types(columns: dict[str, str]) -> dict[str, str]:
+    """Every manifest column of the version with the DuckDB type a missing one takes."""
+    return {name: _DUCKDB_TYPES.get(arrow_type, "VARCHAR") for name, arrow_type in
+            columns.items()}
 
 
-def _check(pred: Predicate, types: dict[str, str], con: duckdb.DuckDBPyConnection) -> None:
+def _check(pred: Predicate, types: dict[str, str]) -> None:
     """Bind the predicate against the columns' types: unknown columns and expressions that
     are not boolean are refused before any manifest is read."""
-    cols = ", ".join(f"{_quote(n)} {t}" for n, t in types.items()) or "__none__ VARCHAR"
-    con.execute(f"CREATE TEMP TABLE __probe ({cols})")
-    try:
-        kind = con.sql(f"SELECT ({pred.sql}) AS p FROM __probe").types[0]
-    except duckdb.Error as exc:
-        raise PredicateError(str(exc).splitlines()[0]) from exc
-    finally:
-        con.execute("DROP TABLE __probe")
+    problem = _problem(pred.sql, tuple(types.items()))
+    if problem is not None:
+        raise PredicateError(problem)
+
+
+@functools.lru_cache(maxsize=512)
+def _problem(sql: str, types: tuple[tuple[str, str], ...]) -> str | None:
+    """What is wrong with ``sql`` over columns of these types, or None (a pure function of
+    its arguments, so answers are kept). Binding runs nothing, so the shared database
+    serves for predicates from anywhere."""
+    cols = ", ".join(f"NULL::{t} AS {_quote(n)}" for n, t in types) or "NULL AS __none__"
+    with _shared().cursor() as con:
+        try:
+            kind = con.sql(f"SELECT ({sql}) AS p FROM (SELECT {cols}) LIMIT 0").types[0]
+        except duckdb.Error as exc:
+            return str(exc).splitlines()[0]
     if str(kind) not in ("BOOLEAN", '"NULL"', "NULL"):
-        raise PredicateError(f"the predicate is {kind}, not a boolean expression")
+        return f"the predicate is {kind}, not a boolean expression"
+    return None
 
 
 def _select_columns(columns: Sequence[str] | None, types: dict[str, str]) -> list[str]:
@@ -106,25 +113,34 @@ def _select_columns(columns: Sequence[str] | None, types: dict[str, str]) -> lis
     return list(dict.fromkeys(columns))
 
 
-def _fetch_tables(store: ObjectStore, shards: list[ShardInfo]) -> pa.Table:
+def _fetch_tables(store: ObjectStore, shards: list[tuple[str, str]]) -> pa.Table:
     """Manifests of a store DuckDB cannot read itself, fetched in parallel into one table."""
-    def one(s: ShardInfo) -> pa.Table:
-        t = pq.read_table(io.BytesIO(store.get(s.manifest_parquet_key)))
-        return t.append_column("__shard__", pa.array([s.name] * t.num_rows, pa.string()))
+    def one(shard: tuple[str, str]) -> pa.Table:
+        name, key = shard
+        t = pq.read_table(io.BytesIO(store.get(key)))
+        return t.append_column("__shard__", pa.array([name] * t.num_rows, pa.string()))
 
     with ThreadPoolExecutor(8) as pool:
         tables = list(pool.map(one, shards))
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def _connection(paths: list[str] | None, sandboxed: bool) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                 "autoload_known_extensions": False,
-                                 "allow_community_extensions": False})
-    if sandboxed:
-        con.execute("SET allowed_paths = ?", [paths or []])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+@functools.cache
+def _shared() -> duckdb.DuckDBPyConnection:
+    """One in-process database for trusted queries; each query runs on its own cursor.
+    Opening a database costs tens of milliseconds, more than a selective query."""
+    return duckdb.connect(config=_NO_EXTENSIONS)
+
+
+def _connection(paths: list[str], sandboxed: bool) -> duckdb.DuckDBPyConnection:
+    """A cursor of the shared database, or for a sandboxed query a database of its own
+    that can read ``paths`` and nothing else, with its configuration locked."""
+    if not sandboxed:
+        return _shared().cursor()
+    con = duckdb.connect(config=_NO_EXTENSIONS)
+    con.execute("SET allowed_paths = ?", [paths])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 
@@ -133,34 +149,51 @@ def run_query(store: ObjectStore, version: Version, predicate: str | Predicate, 
               limits: Limits | None = None) -> QueryResult:
     """The samples of ``version`` matching ``predicate``; ``limits`` sandboxes the run."""
     pred = predicate if isinstance(predicate, Predicate) else parse_predicate(predicate)
-    summary = read_summary(store, version)
-    types = _columns_and_types(summary)
+    shards = Summary(store, version)
+    types = _duckdb_types(shards.columns)
+    _check(pred, {**types, **_RESERVED_TYPES})
     wanted = _select_columns(columns, types)
-    survivors = [s for s in version.shards if might_match(pred, _with_location(summary[s.name]))]
+    parts = [part(f, p) for f in _actual(pred.columns, types) for p in PARTS]
+    parts += [part(f, "kind") for f in wanted]
+    summary = shards.read(["shard", "manifest_parquet", "num_samples", *parts])
+    reads_location = any(c in _RESERVED_TYPES for c in pred.columns)
+    mask = surviving(pred, _with_location(summary) if reads_location else summary)
+    picked = summary.filter(pa.array(mask))
+    survivors = list(zip(picked["shard"].to_pylist(), picked["manifest_parquet"].to_pylist(),
+                         strict=True))
+    present = {f for f in {*_actual(pred.columns, types), *wanted}
+               if part(f, "kind") in picked.column_names
+               and pc.any(pc.is_valid(picked[part(f, "kind")])).as_py()}
     if limits is not None:
         limit = min(limit or limits.max_rows, limits.max_rows)
     local = isinstance(store, LocalStore)
-    paths = {str(store.local_path(s.manifest_parquet_key)): s.name
-             for s in survivors} if local else {}
+    paths = {str(store.local_path(key)): name for name, key in survivors} if local else {}
     con = _connection(list(paths), sandboxed=limits is not None)
     try:
-        _check(pred, {**types, **_RESERVED_TYPES}, con)
-        table = _read(store, con, survivors, paths, summary, types, pred, wanted, limit,
+        missing = ({*_actual(pred.columns, types), *wanted} & set(types)) - present
+        table = _read(store, con, survivors, paths, types, missing, pred, wanted, limit,
                       limits)
     finally:
         con.close()
-    explain = Explain(len(version.shards), len(version.shards) - len(survivors),
-                      len(survivors), table.num_rows)
+    explain = Explain(summary.num_rows, summary.num_rows - len(survivors), len(survivors),
+                      table.num_rows)
     return QueryResult(table, explain, version.number)
 
 
+def _actual(names: frozenset[str], types: dict[str, str]) -> list[str]:
+    """The manifest columns the lower-cased ``names`` refer to (DuckDB ignores case)."""
+    lower = {n.lower(): n for n in types}
+    return [lower[n] for n in names if n in lower]
+
+
 _RESERVED_TYPES = {"__key__": "VARCHAR", "__offset__": "BIGINT", "__size__": "BIGINT"}
-_NEVER_NULL = {name: {"type": "other", "nulls": 0} for name in _RESERVED_TYPES}
 
 
-def _with_location(entry: dict) -> dict:
-    """A shard's summary with the location columns, which every row has, for pruning."""
-    return {**entry, "fields": {**entry.get("fields", {}), **_NEVER_NULL}}
+def _with_location(summary: pa.Table) -> pa.Table:
+    """The summary with the location columns, which every row of every shard has."""
+    for name in _RESERVED_TYPES:
+        summary = with_field(summary, name, {"type": "other", "nulls": 0})
+    return summary
 
 
 def _empty(wanted: list[str], types: dict[str, str], con) -> pa.Table:
@@ -170,19 +203,25 @@ def _empty(wanted: list[str], types: dict[str, str], con) -> pa.Table:
     return con.sql(f"SELECT {cols} LIMIT 0").to_arrow_table()
 
 
-def _read(store: ObjectStore, con: duckdb.DuckDBPyConnection, survivors: list[ShardInfo],
-          paths: dict[str, str], summary: dict[str, dict], types: dict[str, str],
-          pred: Predicate, wanted: list[str], limit: int | None,
-          limits: Limits | None) -> pa.Table:
+def _read(store: ObjectStore, con: duckdb.DuckDBPyConnection,
+          survivors: list[tuple[str, str]], paths: dict[str, str], types: dict[str, str],
+          missing: set[str], pred: Predicate, wanted: list[str],
+          limit: int | None, limits: Limits | None) -> pa.Table:
     if not survivors:
         return _empty(wanted, types, con)
-    present = {c for s in survivors for c in summary[s.name].get("schema", {})}
     # Columns no surviving shard has are all null; they still have to exist for DuckDB.
-    fill = "".join(f", NULL::{types[c]} AS {_quote(c)}" for c in
-                   sorted((pred.columns | set(wanted)) & set(types) - present))
+    fill = "".join(f", NULL::{types[c]} AS {_quote(c)}" for c in sorted(missing))
+    conventional = paths and all(path.endswith(f"/{name}.manifest.parquet")
+                                 for path, name in paths.items())
     if paths:
-        source = (f"(SELECT *, filename AS __shard__{fill} FROM read_parquet(?, "
-                  "union_by_name = true, filename = true))")
+        # The shard's name is its manifest's file name, worked out once per file by DuckDB
+        # (a file name is one value per batch of rows), else mapped from the file below.
+        shard = (r"regexp_replace(parse_filename(filename), '\.manifest\.parquet$', '')"
+                 if conventional else "filename")
+        # Unified by name: columns of shards of one schema may still come in other orders.
+        union = "true" if len(paths) > 1 else "false"
+        source = (f"(SELECT *, {shard} AS __shard__{fill} FROM read_parquet(?, "
+                  f"union_by_name = {union}, filename = true))")
         params: list = [list(paths)]
     else:
         con.register("__manifests", _fetch_tables(store, survivors))
@@ -205,7 +244,7 @@ def _read(store: ObjectStore, con: duckdb.DuckDBPyConnection, survivors: list[Sh
     finally:
         if timer:
             timer.cancel()
-    return _shard_names(table, paths) if paths else table
+    return _shard_names(table, paths) if paths and not conventional else table
 
 
 def _shard_names(table: pa.Table, paths: dict[str, str]) -> pa.Table:

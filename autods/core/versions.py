@@ -5,13 +5,14 @@ removed, and every shard it holds in ``wids``' shard-list format (urls relative 
 so a training run can pin it with any reader and read the same bytes for as long as the
 version exists: shards are never rewritten, a change writes new shards and a new version.
 ``index.json`` at the dataset root is a copy of the latest version, for readers that expect
-one index.
+one index, and ``versions/LATEST`` holds the latest number, so finding it is one small read.
 
 Two sidecars per version make reads fast at any size without opening the shards' own
-manifests: ``v000003.summary.json`` gathers every shard's aggregates (the query's shard
-skipping reads one file, not one per shard), and ``v000003.keys.parquet`` maps every sample
-key to its shard and byte range, sorted by key in small row groups, so finding a key reads
-the footer and one row group. Both are built from the parent version's plus the new shards'.
+manifests: ``v000003.summary.arrow`` (Arrow IPC) has one row per shard with its aggregates
+(the query's shard skipping maps one file and takes the columns it needs, see
+``autods.core.prune``), and ``v000003.keys.parquet`` maps every sample key to its shard and
+byte range, sorted by key in small row groups, so finding a key reads the footer and one
+row group. Both are built from the parent version's plus the new shards'.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from autods.core.manifest import dumps, write_index
+from autods.core.manifest import write_index
+from autods.core.prune import summary_table
 from autods.core.records import ShardInfo
 from autods.core.storage import LocalStore, ObjectStore
 
@@ -47,6 +49,9 @@ class DatasetNotFound(LookupError):
     """No index and no version at a location, or no such version."""
 
 
+LATEST_KEY = f"{VERSIONS_DIR}/LATEST"
+
+
 def version_key(number: int) -> str:
     return f"{VERSIONS_DIR}/v{number:06d}.json"
 
@@ -56,7 +61,7 @@ def keys_key(number: int) -> str:
 
 
 def summary_key(number: int) -> str:
-    return f"{VERSIONS_DIR}/v{number:06d}.summary.json"
+    return f"{VERSIONS_DIR}/v{number:06d}.summary.arrow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +74,55 @@ class Location:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
 class Version:
-    """One version as read: its number (None for an index written before versions
-    existed), its document, and its shards with store keys resolved."""
+    """One version: its number (None for an index written before versions existed), its
+    document and its shards, with store keys resolved. The document is read on first use:
+    a query needs only the number (its summary names the manifests)."""
 
-    number: int | None
-    doc: dict[str, Any]
-    shards: tuple[ShardInfo, ...]
+    def __init__(self, number: int | None, key: str, store: ObjectStore | None = None,
+                 doc: dict[str, Any] | None = None) -> None:
+        self.number, self._key, self._store, self._doc = number, key, store, doc
+        self._entries: dict[str, dict[str, Any]] | None = None
+        self._resolved: dict[str, ShardInfo] = {}
+
+    def __repr__(self) -> str:
+        return f"Version({self.number}, {self._key})"
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        if self._doc is None:
+            self._doc = json.loads(self._store.get(self._key))
+        return self._doc
+
+    @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        if self._entries is None:
+            self._entries = {_shard_name(e): e for e in self.doc.get("shardlist", [])}
+        return self._entries
+
+    @property
+    def shards(self) -> tuple[ShardInfo, ...]:
+        return tuple(self.shard(name) for name in self.entries)
 
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.shards]
+        return list(self.entries)
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.entries)
 
     def shard(self, name: str) -> ShardInfo:
-        for s in self.shards:
-            if s.name == name:
-                return s
-        raise KeyError(f"no shard {name!r} in version {self.number}")
+        if name not in self._resolved:
+            if name not in self.entries:
+                raise KeyError(f"no shard {name!r} in version {self.number}")
+            self._resolved[name] = _shard_info(self.entries[name],
+                                               posixpath.dirname(self._key))
+        return self._resolved[name]
 
     @property
     def num_samples(self) -> int:
-        return sum(s.count for s in self.shards)
+        return sum(int(e["nsamples"]) for e in self.entries.values())
 
 
 def _shard_name(entry: dict[str, Any]) -> str:
@@ -115,12 +147,6 @@ def _shard_info(entry: dict[str, Any], folder: str) -> ShardInfo:
         modality=entry.get("modality", "image"), extensions=list(entry.get("extensions", [])))
 
 
-def _parse(doc: dict[str, Any], key: str) -> Version:
-    folder = posixpath.dirname(key)
-    return Version(doc.get("version"), doc,
-                   tuple(_shard_info(e, folder) for e in doc.get("shardlist", [])))
-
-
 def list_versions(store: ObjectStore) -> list[int]:
     """The dataset's version numbers, oldest first."""
     found = (_VERSION_FILE.match(k) for k in store.list(VERSIONS_DIR))
@@ -133,12 +159,14 @@ def read_version(store: ObjectStore, number: int | None = None) -> Version:
     if number is not None:
         if not store.exists(version_key(number)):
             raise DatasetNotFound(f"no version {number} in {store.url}")
-        return _parse(json.loads(store.get(version_key(number))), version_key(number))
+        return Version(number, version_key(number), store)
+    if store.exists(LATEST_KEY):  # one small read instead of a listing
+        return read_version(store, int(store.get(LATEST_KEY)))
     numbers = list_versions(store)
     if numbers:
         return read_version(store, numbers[-1])
     if store.exists(INDEX_KEY):
-        return _parse(json.loads(store.get(INDEX_KEY)), INDEX_KEY)
+        return Version(None, INDEX_KEY, store)
     raise DatasetNotFound(f"no dataset index at {store.url}")
 
 
@@ -154,13 +182,46 @@ def _summary_entry(manifest: dict[str, Any]) -> dict[str, Any]:
             "fields": manifest.get("aggregates", {})}
 
 
-def read_summary(store: ObjectStore, version: Version) -> dict[str, dict[str, Any]]:
-    """Shard name -> its aggregates; from the version's sidecar, or from each shard's
-    ``manifest.json`` for an index without one."""
-    if version.number is not None and store.exists(summary_key(version.number)):
-        return json.loads(store.get(summary_key(version.number)))["shards"]
-    return {s.name: _summary_entry(json.loads(store.get(s.manifest_json_key)))
-            for s in version.shards}
+def _entries(store: ObjectStore, shards: Iterable[ShardInfo]):
+    for s in shards:
+        manifest = json.loads(store.get(s.manifest_json_key))
+        yield s.name, s.manifest_parquet_key, _summary_entry(manifest)
+
+
+class Summary:
+    """A version's per-shard summary (see ``autods.core.prune``): every manifest column
+    with its type, and the summary's columns read on demand. From the version's sidecar,
+    or from each shard's ``manifest.json`` for an index without one."""
+
+    def __init__(self, store: ObjectStore, version: Version) -> None:
+        if version.number is not None and store.exists(summary_key(version.number)):
+            # An Arrow IPC file: opening it reads no column, a local one is memory-mapped.
+            key = summary_key(version.number)
+            source = (pa.memory_map(str(store.local_path(key))) if isinstance(store, LocalStore)
+                      else pa.BufferReader(store.get(key)))
+            self._table = pa.ipc.open_file(source).read_all()
+        else:
+            self._table = summary_table(_entries(store, version.shards))
+        self.names = set(self._table.column_names)
+        meta = (self._table.schema.metadata or {}).get(b"autods_columns")
+        self.columns: dict[str, str] = json.loads(meta) if meta is not None else \
+            summary_columns(self._table)
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """One row per shard, in the version's order; only ``columns`` that exist."""
+        if columns is None:
+            return self._table
+        return self._table.select([c for c in dict.fromkeys(columns) if c in self.names])
+
+
+def summary_columns(table: pa.Table) -> dict[str, str]:
+    """Every manifest column and its arrow type (the first shard's that has it), from the
+    summary's ``schema`` column."""
+    types: dict[str, str] = {}
+    for schema in table["schema"].to_pylist():
+        for name, arrow_type in json.loads(schema).items():
+            types.setdefault(name, arrow_type)
+    return types
 
 
 def _key_rows(store: ObjectStore, shards: Iterable[ShardInfo]) -> pa.Table:
@@ -266,8 +327,11 @@ def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
     number = (numbers[-1] if numbers else 0) + 1
     before = set(parent.names) if parent is not None else set()
     added = [s for s in shards if s.name not in before]
-    summary = _next_summary(store, parent, shards, added)
-    store.put(summary_key(number), dumps({"version": number, "shards": summary}))
+    table = _next_summary(store, parent, shards, added)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    store.put(summary_key(number), sink.getvalue().to_pybytes())
     keys = _next_keys(store, parent, shards, added)
     buffer = io.BytesIO()
     pq.write_table(keys, buffer, row_group_size=KEY_ROW_GROUP, write_statistics=["key"])
@@ -284,6 +348,7 @@ def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
     }
     write_index(store, shards, dataset, key=version_key(number), extra=doc)
     write_index(store, shards, dataset, key=INDEX_KEY, extra=doc)
+    store.put(LATEST_KEY, str(number).encode())
     logger.info("dataset %s: version %d, %d shards (%d added, %d removed)", dataset, number,
                 len(shards), len(added), len(doc["removed"]))
     return read_version(store, number)
@@ -297,11 +362,23 @@ def write_latest_index(store: ObjectStore, version: Version) -> None:
 
 
 def _next_summary(store: ObjectStore, parent: Version | None, shards: list[ShardInfo],
-                  added: list[ShardInfo]) -> dict[str, Any]:
-    inherited = read_summary(store, parent) if parent is not None else {}
-    fresh = {s.name: _summary_entry(json.loads(store.get(s.manifest_json_key)))
-             for s in added}
-    return {s.name: fresh.get(s.name) or inherited[s.name] for s in shards}
+                  added: list[ShardInfo]) -> pa.Table:
+    """The parent's summary rows of the shards kept, the new shards' rows, in shard order,
+    with every column's type in the file's metadata."""
+    new = {s.name for s in added}
+    kept = [s.name for s in shards if s.name not in new]
+    tables = [summary_table(_entries(store, added))]
+    if parent is not None and kept:
+        inherited = Summary(store, parent).read()
+        tables.append(inherited.filter(pc.is_in(inherited["shard"],
+                                                pa.array(kept, pa.string()))))
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables],
+                             promote_options="permissive")
+    order = {s.name: i for i, s in enumerate(shards)}
+    names = table["shard"].to_pylist()
+    table = table.take(pa.array(sorted(range(table.num_rows), key=lambda i: order[names[i]])))
+    columns = summary_columns(table)
+    return table.replace_schema_metadata({"autods_columns": json.dumps(columns)})
 
 
 def _next_keys(store: ObjectStore, parent: Version | None, shards: list[ShardInfo],

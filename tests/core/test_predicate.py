@@ -46,6 +46,8 @@ from autods.core.predicate import PredicateError, might_match, parse_predicate
         ("width > $1", "parameters"),
         ("COLUMNS('.*') = 1", "COLUMNS"),
         ("row_number() OVER () = 1", "window"),
+        ("NOT " * 300 + "TRUE", "nested too deeply"),
+        ("width = " + "1 + " * 300 + "1", "nested too deeply"),
     ],
 )
 def test_rejections(sql: str, reason: str) -> None:
@@ -57,12 +59,16 @@ def test_rejections(sql: str, reason: str) -> None:
 @pytest.mark.parametrize(
     ("sql", "columns"),
     [
-        ("label = 'cat' AND width >= 256 AND caption ILIKE '%beach%'", {"label", "width", "caption"}),
+        (
+            "label = 'cat' AND width >= 256 AND caption ILIKE '%beach%'",
+            {"label", "width", "caption"},
+        ),
         ('  "Label" = \'x\' OR NOT Flag  ', {"label", "flag"}),
         ("'beach' = ANY(tags)", {"tags"}),
         ("len(list_filter(tags, x -> x = 'a')) > 0", {"tags"}),
         ("ingested_at >= TIMESTAMP '2025-01-01' AND count(*) > 1", {"ingested_at"}),
         ("TRUE", set()),
+        ("NOT " * 100 + "width > 1", {"width"}),
     ],
 )
 def test_valid_predicates_list_their_columns(sql: str, columns: set[str]) -> None:
@@ -86,7 +92,9 @@ SHARD: dict[str, Any] = {
         "score": aggregate_field(pa.float64(), [0.5, 1.5, 2.5, None] + [1.0] * 6),
         "exact_score": aggregate_field(pa.float64(), [0.5, 1.5, 2.5] + [1.0] * 7),
         "flag": aggregate_field(pa.bool_(), [True] * 10),
-        "tags": aggregate_field(pa.list_(pa.string()), [["beach", "sunset"], None, []] * 3 + [None]),
+        "tags": aggregate_field(
+            pa.list_(pa.string()), [["beach", "sunset"], None, []] * 3 + [None]
+        ),
         "caption_big": {"type": "categorical", "cardinality": 1000, "nulls": 0,
                         "bloom": _BIG.to_json()},
         "tags_big": {"type": "set", "nulls": 0, "bloom": _BIG_TAGS.to_json()},
@@ -168,6 +176,8 @@ SHARD: dict[str, Any] = {
         ("list_has_any(tags, ['snow', 'ice'])", False),
         ("'snow' = ANY(tags)", False),
         ("'beach' = ANY(tags)", True),
+        ("list_contains(tags, NULL)", False),
+        ("NOT list_contains(tags, NULL)", False),
         ("tags IS NULL", True),
         # Bloom filters only
         ("caption_big = 'v7'", True),
@@ -276,8 +286,9 @@ def comparisons(column: str, const: st.SearchStrategy[str]) -> st.SearchStrategy
 
 
 def in_lists(column: str, const: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-    return st.tuples(st.sampled_from(["IN", "NOT IN"]), st.lists(const, min_size=1, max_size=3)).map(
-        lambda t: f"{column} {t[0]} ({', '.join(t[1])})"
+    items = st.lists(const, min_size=1, max_size=3).map(", ".join)
+    return st.tuples(st.sampled_from(["IN", "NOT IN"]), items).map(
+        lambda t: f"{column} {t[0]} ({t[1]})"
     )
 
 
@@ -370,3 +381,42 @@ def test_pruning_never_skips_a_matching_shard() -> None:
     check()
     print(dict(stats))
     assert stats["pruned"] >= stats["checked"] // 20
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.text("aAb%_\\é", max_size=6),
+    st.text("aAb%_\\é", max_size=6),
+    st.sampled_from(["LIKE", "ILIKE", "NOT LIKE", "NOT ILIKE"]),
+    st.booleans(),
+)
+def test_like_agrees_with_duckdb_on_known_values(
+    value: str, pattern: str, operator: str, escaped: bool
+) -> None:
+    """On a column with one known value, LIKE is decided exactly (ILIKE: ASCII only)."""
+    sql = f"label {operator} {quoted(pattern)}" + (" ESCAPE '\\'" if escaped else "")
+    try:
+        expected = duckdb.sql(
+            f"SELECT {quoted(value)} {operator} {quoted(pattern)}"
+            + (" ESCAPE '\\'" if escaped else "")
+        ).fetchall()[0][0]
+    except duckdb.Error:
+        return  # a pattern ending in the escape character
+    shard = {"num_samples": 1, "fields": {"label": aggregate_field(pa.string(), [value])}}
+    kept = might_match(parse_predicate(sql), shard)
+    assert kept or not expected
+    # Exact, except for non-ASCII ILIKE and patterns ending in the escape character
+    # (which DuckDB rejects only when matching gets that far).
+    if ("ILIKE" not in operator or (value + pattern).isascii()) and not (
+        escaped and pattern.endswith("\\")
+    ):
+        assert kept == expected
+
+
+@pytest.mark.parametrize("text", [
+    "current_setting('allowed_paths') LIKE 'a%'", "getenv('HOME') = 'x'",
+    "version() = 'v2'", "label = current_schema()",
+])
+def test_functions_that_read_the_engines_state_are_refused(text):
+    with pytest.raises(PredicateError, match="not allowed"):
+        parse_predicate(text)

@@ -151,6 +151,11 @@ def test_a_view_copies_byte_ranges_and_is_cached_by_predicate_and_version(ds):
     view, target = ds.materialize("label = 'cat'", "cats", shard_size=25)
     expected = ds.query("label = 'cat'").table
     assert not view.cached and view.version.num_samples == expected.num_rows
+    for shard in target.version().shards:  # what the index says is what the tar holds
+        data = target.store.get(shard.tar_key)
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (shard.nbytes, shard.sha256)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            assert len(tar.getnames()) == 2 * shard.count
     # Each sample's bytes in the view are its bytes in the source.
     for row in target.query("width > 0").table.to_pylist():
         src = ds.query(f"__key__ = '{row['key']}'").table.to_pylist()[0]
