@@ -301,15 +301,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
     ) -> QueryOut:
         """Samples matching ``where``, answered from the manifests. The predicate runs in a
-        DuckDB that can read only this version's manifests, with a row and a time limit;
-        anything but a boolean expression over known columns is a 422."""
+        DuckDB that can read only this version's manifests, with a row and a time limit
+        (a larger ``limit`` gets the server's, ``AUTODS_API_QUERY_MAX_ROWS``); anything but
+        a boolean expression over known columns is a 422."""
         from autods.core.predicate import PredicateError
         from autods.core.query import Limits
         from autods.core.versions import DatasetNotFound
 
-        if limit is not None and limit > settings.api.query_max_rows:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"limit: at most "
-                                f"{settings.api.query_max_rows} rows (AUTODS_API_QUERY_MAX_ROWS)")
         files = open_named(name)
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         limits = Limits(settings.api.query_max_rows, settings.api.query_timeout_s)

@@ -376,7 +376,8 @@ def _next_summary(store: ObjectStore, parent: Version | None, shards: list[Shard
                              promote_options="permissive")
     order = {s.name: i for i, s in enumerate(shards)}
     names = table["shard"].to_pylist()
-    table = table.take(pa.array(sorted(range(table.num_rows), key=lambda i: order[names[i]])))
+    table = table.take(pa.array(sorted(range(table.num_rows), key=lambda i: order[names[i]]),
+                                pa.int64()))
     columns = summary_columns(table)
     return table.replace_schema_metadata({"autods_columns": json.dumps(columns)})
 

@@ -1,0 +1,91 @@
+"""Versions across jobs and a job over shards (forget), through the canvas and a worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from sqlalchemy import select
+
+import autods
+from autods.core.records import JobState
+from autods.db.models import Asset, Job, Tombstone
+from autods.db.session import session_scope
+from autods.pipeline.mapjobs import plan_forget
+from autods.pipeline.options import JobOptions
+from autods.pipeline.plan import create_job
+from autods.pipeline.status import job_status
+from autods.progress import watch
+from autods.tasks.canvas import dispatch
+from tests.datagen import image_folder
+
+
+def _run(rt, job_id: int):
+    dispatch(rt, job_id)
+    return watch(lambda: job_status(rt, job_id), interval=0.05, timeout=120)
+
+
+def _build(rt, folder, out):
+    job = create_job(rt, [str(folder)], "pets", JobOptions(chunk_size=4, batch_size=8,
+                                                            shard_size=4, embed=False),
+                     output_url=out.as_uri())
+    status = _run(rt, job)
+    assert status.status == JobState.SUCCEEDED, status.error
+    return job
+
+
+def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
+        runtime, memory_worker, tmp_path):
+    out = tmp_path / "out"
+    image_folder(tmp_path / "a", n_unique=6, seed0=100)
+    image_folder(tmp_path / "b", n_unique=5, seed0=200)
+    first = _build(runtime, tmp_path / "a", out)
+    second = _build(runtime, tmp_path / "b", out)
+
+    ds = autods.open_dataset("pets", settings=runtime.settings)  # by name, from the database
+    v1, v2 = ds.version(1), ds.version(2)
+    assert (v1.doc["job"], v2.doc["job"], v2.doc["parent"]) == (first, second, 1)
+    assert v1.num_samples == 6 and v2.num_samples == 11
+    assert set(v1.names) < set(v2.names)
+    pinned = {s.name: hashlib.sha256(ds.store.get(s.tar_key)).hexdigest() for s in v1.shards}
+
+    doomed = ds.query("ordinal = 0", columns=["sha256"]).table.to_pylist()
+    keys = [r["key"] for r in doomed]
+    assert len(keys) == 2  # the first input of each job
+    plan = plan_forget(runtime, "pets", [*keys, "f" * 24])
+    assert plan.missing == ["f" * 24] and sorted(plan.found) == sorted(keys)
+    # Planning the same change again, before it ran, resumes it instead of adding a job.
+    assert plan_forget(runtime, "pets", [*keys, "f" * 24]).job_id == plan.job_id
+    status = _run(runtime, plan.job_id)
+    assert status.status == JobState.SUCCEEDED, status.error
+
+    v3 = ds.version()
+    assert v3.number == 3 and v3.doc["kind"] == "map" and v3.num_samples == 9
+    assert sorted(v3.doc["tombstones"]) == sorted(keys)
+    # Only the two shards holding the forgotten samples were rewritten.
+    assert len(v3.doc["removed"]) == len(plan.shards) == len(v3.doc["added"])
+    for name in v3.doc["added"]:
+        manifest = json.loads(ds.store.get(v3.shard(name).manifest_json_key))
+        assert manifest["parent_shards"][0] in v3.doc["removed"]
+        assert manifest["job"] == plan.job_id
+    assert not set(keys) & set(ds.query("__key__ IS NOT NULL").table["key"].to_pylist())
+    # Version 1 still reads the same bytes; the stored objects of the forgotten are gone.
+    assert {s.name: hashlib.sha256(ds.store.get(s.tar_key)).hexdigest()
+            for s in ds.version(1).shards} == pinned
+    assert {k for k in ds.query("ordinal = 0", version=1).table["key"].to_pylist()} \
+        == {keys[0]}
+    store = runtime.store()
+    with session_scope(runtime.engine) as db:
+        stones = db.execute(select(Tombstone.key, Tombstone.sha256)).all()
+        assets = db.execute(select(Asset.sha256, Asset.storage_key).where(
+            Asset.sha256.in_([r["sha256"] for r in doomed]))).all()
+        kinds = dict(db.execute(select(Job.id, Job.kind)).all())
+    assert sorted(k for k, _ in stones) == sorted(keys)
+    assert {sha for _, sha in stones} == {r["sha256"] for r in doomed}
+    assert [key for _, key in assets] == ["", ""]
+    assert not [k for k in store.list("") if any(r["sha256"] in k for r in doomed)]
+    assert kinds == {first: "build", second: "build", plan.job_id: "map"}
+
+    # Forgetting what is already forgotten finds nothing and starts no job.
+    again = plan_forget(runtime, "pets", keys)
+    assert again.job_id is None and sorted(again.missing) == sorted(keys)
