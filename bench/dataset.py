@@ -51,14 +51,14 @@ def _manifest_rows(shard: int, n: int, rng: random.Random, rare: bool) -> dict[s
 
 def _query_dataset(ctx: Context, n_shards: int, per_shard: int) -> Path:
     """A version of ``n_shards`` x ``per_shard`` rows; the rare label in 1 % of shards."""
-    from autods.core.manifest import write_table_manifests
+    from autods.core.manifest import manifest_keys, write_table_manifests
     from autods.core.records import ShardInfo, ShardSample
     from autods.core.shard import write_shard
     from autods.core.storage import LocalStore
-    from autods.core.versions import write_version
+    from autods.core.versions import summary_key, write_version
 
     root = ctx.path("dataset", f"query-{n_shards}x{per_shard}")
-    if (root / "index.json").exists():
+    if (root / summary_key(1)).exists():  # generated before, by this layout
         return root
     shutil.rmtree(root, ignore_errors=True)
     store = LocalStore(root)
@@ -77,8 +77,9 @@ def _query_dataset(ctx: Context, n_shards: int, per_shard: int) -> Path:
             continue
         table = pa.table({"__key__": keys, "__offset__": [i * 1024 for i in range(per_shard)],
                           "__size__": [1024] * per_shard, **cols})
-        jkey, pkey = write_table_manifests(store, "shards", name, table, {"dataset": "bench"},
-                                           size_bytes=per_shard * 1024, sha256="0" * 64)
+        write_table_manifests(store, "shards", name, table, {"dataset": "bench"},
+                              size_bytes=per_shard * 1024, sha256="0" * 64)
+        jkey, pkey = manifest_keys("shards", name)
         infos.append(ShardInfo(name=name, count=per_shard, nbytes=per_shard * 1024,
                                sha256="0" * 64, tar_key=f"shards/{name}.tar",
                                manifest_json_key=jkey, manifest_parquet_key=pkey,
@@ -170,13 +171,13 @@ def _materialize_rows(ctx: Context) -> list[Row]:
     from autods.core.records import ShardSample
     from autods.core.shard import write_shard
     from autods.core.storage import LocalStore
-    from autods.core.versions import write_version
+    from autods.core.versions import summary_key, write_version
     from autods.dataset import Dataset
 
-    n_shards, per_shard = ctx.size(10, 100), ctx.size(100, 250)
+    n_shards, per_shard = ctx.size(10, 25), ctx.size(100, 1000)  # the default shard size
     member = ctx.size(2_000, 40_000)  # about a 512-pixel JPEG
     root = ctx.path("dataset", f"view-{n_shards}x{per_shard}")
-    if not (root / "index.json").exists():
+    if not (root / summary_key(1)).exists():
         shutil.rmtree(root, ignore_errors=True)
         store = LocalStore(root)
         rng = random.Random(5)

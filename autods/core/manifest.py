@@ -273,8 +273,9 @@ def build_manifest(name: str, table: pa.Table, provenance: dict[str, Any], size_
 
 def write_table_manifests(store: ObjectStore, prefix: str, name: str, table: pa.Table,
                           provenance: dict[str, Any], size_bytes: int, sha256: str,
-                          schema: SampleSchema = SAMPLE) -> tuple[str, str]:
-    """Write both manifests of shard ``name`` from its per-sample table; return their keys."""
+                          schema: SampleSchema = SAMPLE) -> dict[str, Any]:
+    """Write both manifests of shard ``name`` from its per-sample table; return the
+    ``manifest.json`` document (``manifest_keys`` gives where both went)."""
     json_key, parquet_key = manifest_keys(prefix, name)
     manifest = build_manifest(name, table, provenance, size_bytes, sha256, schema)
     buffer = io.BytesIO()
@@ -282,7 +283,7 @@ def write_table_manifests(store: ObjectStore, prefix: str, name: str, table: pa.
     store.put(parquet_key, buffer.getvalue())
     store.put(json_key, dumps(manifest))
     logger.info("wrote manifests for shard %s (%d fields)", name, len(manifest["schema"]))
-    return json_key, parquet_key
+    return manifest
 
 
 def write_manifests(
@@ -296,8 +297,9 @@ def write_manifests(
     sha256: str,
 ) -> tuple[str, str]:
     """Write both manifests of shard ``name``; return their keys (json, parquet)."""
-    return write_table_manifests(store, prefix, name, manifest_table(samples, spans),
-                                 provenance, size_bytes, sha256)
+    write_table_manifests(store, prefix, name, manifest_table(samples, spans), provenance,
+                          size_bytes, sha256)
+    return manifest_keys(prefix, name)
 
 
 def _relative(key: str, index_dir: str) -> str:

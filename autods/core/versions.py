@@ -74,6 +74,15 @@ class Location:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """What a writer already holds of a shard it has just written: its ``manifest.json``
+    and its key and byte-range columns, so the version need not read them back."""
+
+    manifest: dict[str, Any]
+    keys: pa.Table
+
+
 class Version:
     """One version: its number (None for an index written before versions existed), its
     document and its shards, with store keys resolved. The document is read on first use:
@@ -182,9 +191,11 @@ def _summary_entry(manifest: dict[str, Any]) -> dict[str, Any]:
             "fields": manifest.get("aggregates", {})}
 
 
-def _entries(store: ObjectStore, shards: Iterable[ShardInfo]):
+def _entries(store: ObjectStore, shards: Iterable[ShardInfo],
+             fresh: dict[str, Fresh] | None = None):
     for s in shards:
-        manifest = json.loads(store.get(s.manifest_json_key))
+        known = (fresh or {}).get(s.name)
+        manifest = known.manifest if known else json.loads(store.get(s.manifest_json_key))
         yield s.name, s.manifest_parquet_key, _summary_entry(manifest)
 
 
@@ -224,11 +235,14 @@ def summary_columns(table: pa.Table) -> dict[str, str]:
     return types
 
 
-def _key_rows(store: ObjectStore, shards: Iterable[ShardInfo]) -> pa.Table:
+def _key_rows(store: ObjectStore, shards: Iterable[ShardInfo],
+              fresh: dict[str, Fresh] | None = None) -> pa.Table:
     tables = []
     for s in shards:
-        t = pq.read_table(io.BytesIO(store.get(s.manifest_parquet_key)),
-                          columns=["__key__", "__offset__", "__size__"])
+        known = (fresh or {}).get(s.name)
+        t = known.keys if known else pq.read_table(
+            io.BytesIO(store.get(s.manifest_parquet_key)),
+            columns=["__key__", "__offset__", "__size__"])
         tables.append(pa.table({"key": t["__key__"],
                                 "shard": pa.array([s.name] * t.num_rows, pa.string()),
                                 "offset": t["__offset__"], "size": t["__size__"]}))
@@ -313,7 +327,8 @@ class RangeFile(io.RawIOBase):
 def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
                   parent: Version | None, *, job: int | None, kind: str,
                   tombstones: list[str] | None = None,
-                  extra: dict[str, Any] | None = None) -> Version:
+                  extra: dict[str, Any] | None = None,
+                  fresh: dict[str, Fresh] | None = None) -> Version:
     """Write the next version (sidecars first, then its file, then ``index.json``).
 
     The caller makes sure one writer at a time writes a dataset's versions (the database
@@ -327,12 +342,12 @@ def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
     number = (numbers[-1] if numbers else 0) + 1
     before = set(parent.names) if parent is not None else set()
     added = [s for s in shards if s.name not in before]
-    table = _next_summary(store, parent, shards, added)
+    table = _next_summary(store, parent, shards, added, fresh)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     store.put(summary_key(number), sink.getvalue().to_pybytes())
-    keys = _next_keys(store, parent, shards, added)
+    keys = _next_keys(store, parent, shards, added, fresh)
     buffer = io.BytesIO()
     pq.write_table(keys, buffer, row_group_size=KEY_ROW_GROUP, write_statistics=["key"])
     store.put(keys_key(number), buffer.getvalue())
@@ -362,12 +377,12 @@ def write_latest_index(store: ObjectStore, version: Version) -> None:
 
 
 def _next_summary(store: ObjectStore, parent: Version | None, shards: list[ShardInfo],
-                  added: list[ShardInfo]) -> pa.Table:
+                  added: list[ShardInfo], fresh: dict[str, Fresh] | None) -> pa.Table:
     """The parent's summary rows of the shards kept, the new shards' rows, in shard order,
     with every column's type in the file's metadata."""
     new = {s.name for s in added}
     kept = [s.name for s in shards if s.name not in new]
-    tables = [summary_table(_entries(store, added))]
+    tables = [summary_table(_entries(store, added, fresh))]
     if parent is not None and kept:
         inherited = Summary(store, parent).read()
         tables.append(inherited.filter(pc.is_in(inherited["shard"],
@@ -383,10 +398,10 @@ def _next_summary(store: ObjectStore, parent: Version | None, shards: list[Shard
 
 
 def _next_keys(store: ObjectStore, parent: Version | None, shards: list[ShardInfo],
-               added: list[ShardInfo]) -> pa.Table:
+               added: list[ShardInfo], fresh: dict[str, Fresh] | None) -> pa.Table:
     new = {s.name for s in added}
     kept = [s.name for s in shards if s.name not in new]
-    tables = [_key_rows(store, added)]
+    tables = [_key_rows(store, added, fresh)]
     if parent is not None and kept:
         if parent.number is not None and store.exists(keys_key(parent.number)):
             inherited = read_keys(store, parent.number)

@@ -16,9 +16,7 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import tempfile
-import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,13 +26,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from autods.core.manifest import write_table_manifests
+from autods.core.manifest import manifest_keys, write_table_manifests
 from autods.core.predicate import Predicate, parse_predicate
 from autods.core.query import LOCATION, run_query
 from autods.core.records import ShardInfo
 from autods.core.shard import end_of_archive
 from autods.core.storage import LocalStore, ObjectStore
-from autods.core.versions import Version, list_versions, read_version, write_version
+from autods.core.versions import Fresh, Version, list_versions, read_version, write_version
 from autods.version import PIPELINE_VERSION
 
 logger = logging.getLogger(__name__)
@@ -100,13 +98,15 @@ def materialize(source: ObjectStore, version: Version, predicate: str, target: O
     # Shards are written side by side: copies run in the kernel and hashing outside the
     # GIL, so a second core takes the next shard while one builds its manifests.
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        written = list(pool.map(lambda job: _write_view_shard(source, version, target, *job,
+        results = list(pool.map(lambda job: _write_view_shard(source, version, target, *job,
                                                               name), jobs))
+    written = [info for info, _ in results]
     parent = read_version(target) if list_versions(target) else None
     meta = {"key": key, "predicate": pred.sql, "source": source.url,
             "source_version": version.number}
     result = write_version(target, name, written, parent, job=None, kind="view",
-                           extra={"view": meta})
+                           extra={"view": meta},
+                           fresh={info.name: fresh for info, fresh in results})
     logger.info("view %s: %d samples in %d shards", name, result.num_samples, len(written))
     return View(result, False, key)
 
@@ -125,70 +125,39 @@ def _runs(shards: list[str], offsets: list[int], sizes: list[int]):
         yield tuple(run)
 
 
-class _Hasher:
-    """Hashes a tar in another thread while it is copied: ``hashlib`` lets go of the GIL on
-    large updates, so on a second core the digest costs no time next to the copy. It takes
-    bytes, or ``(fd, offset, size)`` to read itself from the (page-cached) source."""
-
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1024)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            self._sha.update(job if isinstance(job, bytes) else os.pread(*job))
-
-    def add(self, job: bytes | tuple[int, int, int]) -> None:
-        self._queue.put(job)
-
-    def hexdigest(self) -> str:
-        self._queue.put(None)
-        self._thread.join()
-        return self._sha.hexdigest()
-
-
-def _copy_local(src: int, out: int, offset: int, size: int) -> None:
-    """``size`` bytes from ``offset`` in ``src`` appended to ``out``, inside the kernel
-    where it can (``copy_file_range``), else through a buffer."""
-    while size > 0:
-        try:
-            n = os.copy_file_range(src, out, size, offset)
-        except OSError:  # another filesystem or an old kernel
-            data = os.pread(src, size, offset)
-            n = os.write(out, data)
-        if n <= 0:
-            raise OSError(f"short read at {offset}: {size} bytes left")
-        offset, size = offset + n, size - n
-
-
 def _copy_ranges(source: ObjectStore, version: Version, part: pa.Table, out: int,
-                 hasher: _Hasher, handles: dict[str, int]) -> int:
-    """Append the rows' byte ranges to the file ``out`` and to ``hasher``; return how many
-    bytes. Source files opened here stay in ``handles`` for the hasher to read."""
+                 sha256) -> int:
+    """Append the rows' byte ranges to the file ``out``, hashing each while it is still in
+    the cache; return how many bytes. ``hashlib`` and file I/O let go of the GIL, so the
+    shards written side by side use every core."""
+    handles: dict[str, int] = {}
     written = 0
-    for shard, offset, size in _runs(part["shard"].to_pylist(), part["offset"].to_pylist(),
-                                     part["size"].to_pylist()):
-        tar_key = version.shard(shard).tar_key
-        if isinstance(source, LocalStore):
-            if shard not in handles:
-                handles[shard] = os.open(source.local_path(tar_key), os.O_RDONLY)
-            _copy_local(handles[shard], out, offset, size)
-            hasher.add((handles[shard], size, offset))
-        else:
-            data = source.get_range(tar_key, offset, size)
+    try:
+        for shard, offset, size in _runs(part["shard"].to_pylist(),
+                                         part["offset"].to_pylist(), part["size"].to_pylist()):
+            tar_key = version.shard(shard).tar_key
+            if isinstance(source, LocalStore):
+                if shard not in handles:
+                    handles[shard] = os.open(source.local_path(tar_key), os.O_RDONLY)
+                data = os.pread(handles[shard], size, offset)
+            else:
+                data = source.get_range(tar_key, offset, size)
             if len(data) != size:
                 raise OSError(f"{tar_key}: {size} bytes at {offset}, got {len(data)}")
-            os.write(out, data)
-            hasher.add(data)
-        written += size
+            sha256.update(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view):]
+            written += size
+    finally:
+        for handle in handles.values():
+            os.close(handle)
     return written
 
 
 def _write_view_shard(source: ObjectStore, version: Version, target: ObjectStore,
                       shard_name: str, part: pa.Table, modality: str, extensions: list[str],
-                      dataset: str) -> ShardInfo:
+                      dataset: str) -> tuple[ShardInfo, Fresh]:
     """Copy one view shard's samples into its tar, then write its manifests."""
     tar_key = f"shards/{shard_name}.tar"
     # Next to its final place when the target is a folder, so placing it is a rename.
@@ -196,32 +165,33 @@ def _write_view_shard(source: ObjectStore, version: Version, target: ObjectStore
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-view-", suffix=".tar", dir=folder)
-    hasher, handles = _Hasher(), {}
+    digest = hashlib.sha256()
     try:
         try:
-            size = _copy_ranges(source, version, part, fd, hasher, handles)
+            size = _copy_ranges(source, version, part, fd, digest)
             tail = end_of_archive(size)
             os.write(fd, tail)
-            hasher.add(tail)
+            digest.update(tail)
             size += len(tail)
         finally:
-            sha256 = hasher.hexdigest()  # it reads from the handles: it finishes first
-            for handle in handles.values():
-                os.close(handle)
             os.close(fd)
         target.put_file(tar_key, Path(tmp))
     finally:
         Path(tmp).unlink(missing_ok=True)
+    sha256 = digest.hexdigest()
     # Each sample starts where the one before it ends.
     offsets = pc.subtract(pc.cumulative_sum(part["size"]), part["size"])
     rows = {"__key__": part["key"], "__offset__": offsets, "__size__": part["size"]}
     rows.update({c: part[c] for c in part.column_names if c not in LOCATION})
     parents = sorted(set(part["shard"].to_pylist()))
-    json_key, parquet_key = write_table_manifests(
-        target, "shards", shard_name, pa.table(rows),
+    table = pa.table(rows)
+    manifest = write_table_manifests(
+        target, "shards", shard_name, table,
         {"dataset": dataset, "pipeline_version": PIPELINE_VERSION, "modality": modality,
          "parent_shards": parents}, size_bytes=size, sha256=sha256)
-    return ShardInfo(name=shard_name, count=part.num_rows, nbytes=size,
-                     sha256=sha256, tar_key=tar_key,
-                     manifest_json_key=json_key, manifest_parquet_key=parquet_key,
-                     modality=modality, extensions=extensions)
+    json_key, parquet_key = manifest_keys("shards", shard_name)
+    info = ShardInfo(name=shard_name, count=part.num_rows, nbytes=size, sha256=sha256,
+                     tar_key=tar_key, manifest_json_key=json_key,
+                     manifest_parquet_key=parquet_key, modality=modality,
+                     extensions=extensions)
+    return info, Fresh(manifest, table.select(["__key__", "__offset__", "__size__"]))
