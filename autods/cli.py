@@ -240,6 +240,24 @@ def versions(dataset: DatasetRef) -> None:
 
 
 @app.command()
+def schema(dataset: DatasetRef, version: VersionOpt = None) -> None:
+    """The sample schema a version declares and every column its manifests have."""
+    from rich.table import Table
+
+    found = _open(dataset).schema(version=version)
+    declared = found["declared"] or {}
+    fields = {f["name"]: f for f in declared.get("fields", [])}
+    console.print(f"schema {declared.get('name', '(undeclared)')} "
+                  f"version {declared.get('version', '-')}")
+    table = Table("column", "type", "aggregate", "declared since")
+    for name, arrow_type in sorted(found["columns"].items()):
+        f = fields.get(name)
+        table.add_row(name, arrow_type, (f or {}).get("aggregate") or "-",
+                      str(f["since"]) if f else "source field")
+    console.print(table)
+
+
+@app.command()
 def query(
     dataset: DatasetRef,
     predicate: Annotated[str, typer.Argument(

@@ -18,6 +18,7 @@ from autods.core.query import Limits, QueryResult, run_query
 from autods.core.storage import ObjectStore, sub_store
 from autods.core.versions import (
     DatasetNotFound,
+    Summary,
     Version,
     collect_garbage,
     list_versions,
@@ -61,6 +62,12 @@ class Dataset:
                  "shards": len(v.shards), "samples": v.num_samples,
                  "added": len(v.doc.get("added", [])), "removed": len(v.doc.get("removed", []))}
                 for v in found]
+
+    def schema(self, *, version: int | None = None) -> dict[str, Any]:
+        """The schema the version declares, and every manifest column it has with its type
+        (the declared fields, and the fields its sources brought along)."""
+        v = self.version(version)
+        return {"declared": v.doc.get("schema"), "columns": Summary(self.store, v).columns}
 
     def query(self, predicate: str, *, version: int | None = None,
               columns: list[str] | None = None, limit: int | None = None,

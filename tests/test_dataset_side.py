@@ -72,6 +72,21 @@ def test_query_matches_a_brute_force_scan(out):
     assert "shards total" in proc.stderr and "skipped" in proc.stderr
 
 
+def test_a_sources_metadata_fields_are_queryable_columns(out):
+    """``metadata.jsonl`` keys (``shape``, ``seed``...) reach the manifests as columns."""
+    proc = _cli("query", str(out), "shape = 'circle' AND seed < 100", "--columns",
+                "shape,seed,uri", "--format", "json")
+    rows = json.loads(proc.stdout)
+    meta = [json.loads(line) for line in (ROOT / "examples" / "sample" / "images" /
+                                          "metadata.jsonl").read_text().splitlines()]
+    circles = {m["file_name"] for m in meta if m.get("shape") == "circle" and m["seed"] < 100}
+    published = {r["uri"].rsplit("/", 1)[-1] for r in _manifest_rows(out)}
+    assert rows and {r["uri"].rsplit("/", 1)[-1] for r in rows} == circles & published
+    assert all(r["shape"] == "circle" and isinstance(r["seed"], int) for r in rows)
+    schema = _cli("schema", str(out)).stdout
+    assert "autods.sample" in schema and "shape" in schema and "source field" in schema
+
+
 def test_a_predicate_that_is_not_an_expression_is_refused_in_one_line(out):
     proc = _cli("query", str(out), "1=1; DROP TABLE x", ok=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout

@@ -295,10 +295,11 @@ def write_manifests(
     provenance: dict[str, Any],
     size_bytes: int,
     sha256: str,
+    schema: SampleSchema = SAMPLE,
 ) -> tuple[str, str]:
     """Write both manifests of shard ``name``; return their keys (json, parquet)."""
-    write_table_manifests(store, prefix, name, manifest_table(samples, spans), provenance,
-                          size_bytes, sha256)
+    write_table_manifests(store, prefix, name, manifest_table(samples, spans, schema),
+                          provenance, size_bytes, sha256, schema)
     return manifest_keys(prefix, name)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from autods.core.manifest import SampleSpan, write_manifests
 from autods.core.records import ShardInfo, ShardSample
+from autods.core.schema import SAMPLE, SampleSchema
 from autods.core.storage import ObjectStore
 from autods.core.validate import IMAGE_EXTENSIONS
 
@@ -240,8 +241,10 @@ def write_shard(
     store: ObjectStore,
     provenance: dict[str, Any],
     prefix: str = "shards",
+    schema: SampleSchema = SAMPLE,
 ) -> ShardInfo:
-    """Write ``{prefix}/{name}.tar`` and its manifests; return what was written.
+    """Write ``{prefix}/{name}.tar`` and its manifests (typed by ``schema``); return what
+    was written.
 
     The tar is assembled in a local temporary file and handed to the store whole, so a
     shard is either absent or complete; the manifests follow it, so a manifest never
@@ -261,7 +264,8 @@ def write_shard(
         tmp.unlink(missing_ok=True)
     logger.info("wrote shard %s: %d samples, %d bytes", tar_key, len(samples), size)
     json_key, parquet_key = write_manifests(
-        store, prefix, name, samples, spans, provenance, size_bytes=size, sha256=sha256
+        store, prefix, name, samples, spans, provenance, size_bytes=size, sha256=sha256,
+        schema=schema,
     )
     return ShardInfo(
         name=name,

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from autods.core.manifest import write_index
 from autods.core.prune import summary_table
 from autods.core.records import ShardInfo
+from autods.core.schema import SAMPLE, SampleSchema
 from autods.core.storage import LocalStore, ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -328,7 +329,8 @@ def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
                   parent: Version | None, *, job: int | None, kind: str,
                   tombstones: list[str] | None = None,
                   extra: dict[str, Any] | None = None,
-                  fresh: dict[str, Fresh] | None = None) -> Version:
+                  fresh: dict[str, Fresh] | None = None,
+                  schema: SampleSchema = SAMPLE) -> Version:
     """Write the next version (sidecars first, then its file, then ``index.json``).
 
     The caller makes sure one writer at a time writes a dataset's versions (the database
@@ -359,6 +361,7 @@ def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
         "added": [s.name for s in added],
         "removed": sorted(before - set(names)),
         "tombstones": sorted(tombstones or []),
+        "schema": schema.describe(),
         **(extra or {}),
     }
     write_index(store, shards, dataset, key=version_key(number), extra=doc)

@@ -10,6 +10,7 @@ import tarfile
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401 - pa.parquet below
 import pytest
 
 from autods.core.predicate import PredicateError
@@ -197,3 +198,46 @@ def test_an_s3_dataset_is_queried_read_by_key_and_viewed_through_ranged_reads(s3
     assert sorted(target.query("width > 0").table["key"].to_pylist()) == sorted(
         local.query("label = 'fish'").table["key"].to_pylist())
     assert view.version.num_samples == local.query("label = 'fish'").table.num_rows
+
+
+def test_a_field_a_later_schema_added_is_null_in_older_shards_and_skips_them(tmp_path):
+    from autods.core.schema import SAMPLE, SampleSchema
+    from autods.core.shard import write_shard
+    from autods.core.versions import write_version
+    from tests.dsgen import sample
+
+    store = LocalStore(tmp_path / "ds")
+    rng = __import__("random").Random(8)
+    older = SampleSchema(SAMPLE.name, 1, SAMPLE.fields)  # before ``caption`` was declared
+    # Shards 0 and 1 were written by a writer that knew no caption.
+    infos = [write_shard([sample(s * 10 + i, rng, caption=s >= 2) for i in range(10)],
+                         f"shard-{s:06d}", store, {"modality": "text"},
+                         schema=older if s < 2 else SAMPLE)
+             for s in range(4)]
+
+    write_version(store, "demo", infos, None, job=1, kind="build")
+    ds = Dataset(store)
+    old = pa.parquet.read_schema(ds.store.local_path(infos[0].manifest_parquet_key))
+    assert "caption" not in old.names
+    assert "caption" in ds.schema()["columns"]
+    beach = ds.query("caption ILIKE '%beach%'", columns=["caption"])
+    assert beach.explain.shards_skipped == 2 and beach.table.num_rows > 0
+    assert set(beach.table["shard"].to_pylist()) <= {"shard-000002", "shard-000003"}
+    unknown = ds.query("caption IS NULL")
+    assert unknown.table.num_rows == 20 and unknown.explain.shards_read == 2
+    # One glob read over every manifest of the dataset does not trip on the difference.
+    rows = duckdb.sql(f"SELECT count(*), count(caption) FROM read_parquet("
+                      f"'{tmp_path}/ds/shards/*.manifest.parquet', union_by_name=true)").fetchall()
+    assert rows == [(40, 20)]
+
+
+def test_labelled_and_unlabelled_shards_of_one_schema_have_the_same_columns(tmp_path):
+    """What made a plain glob read fail before: label columns only in labelled shards."""
+    store = LocalStore(tmp_path / "ds")
+    write_dataset(store, n_shards=1, per_shard=5, seed=1, labelled=True)
+    write_dataset(store, n_shards=1, per_shard=5, seed=2, labelled=False, start_shard=1)
+    schemas = [pa.parquet.read_schema(p) for p in sorted(
+        (tmp_path / "ds" / "shards").glob("*.manifest.parquet"))]
+    assert schemas[0] == schemas[1]
+    assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path}/ds/shards/*.manifest.parquet'"
+                      ).fetchall() == [(10,)]
