@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from autods.core.maps import map_samples, read_samples, sample_map
 from autods.core.records import JobState, ShardInfo
 from autods.core.shard import write_shard
+from autods.core.validate import IMAGE_EXTENSIONS
 from autods.core.versions import Version, locate, read_version
 from autods.db.models import Asset, Dataset, Job, Shard, Tombstone, utcnow
 from autods.db.session import require_current, session_scope
@@ -109,7 +110,8 @@ def _create_map_job(rt: Runtime, dataset: str, version: Version, name: str,
             source = version.shard(parent)
             db.add(Shard(dataset_id=ds.id, job_id=job.id, batch_no=0,
                          name=f"shard-{ds.next_shard_no:06d}", modality=source.modality,
-                         ext=",".join(source.extensions),
+                         ext=next((e for e in source.extensions if e in IMAGE_EXTENSIONS),
+                                  "txt"),
                          info={"parent": parent, "parent_tar": source.tar_key,
                                "parent_manifest": source.manifest_json_key,
                                "parent_manifest_parquet": source.manifest_parquet_key}))

@@ -262,3 +262,38 @@ def test_cli_submit_and_status_against_the_service(worker, settings, s3_endpoint
     status = subprocess.run([sys.executable, "-m", "autods.cli", "status", str(job_id), "--json"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert json.loads(status.stdout)["statuses"] == {"published": 3}
+
+
+def test_query_versions_and_forget_by_dataset_name_on_the_service(client, worker, settings,
+                                                                 s3_endpoint):
+    """A dataset in S3, named in PostgreSQL: queried over REST and the CLI, one sample
+    forgotten by a job over shards on the Redis workers, the pinned version unchanged."""
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for i in range(6):
+        s3.put_object(Bucket="incoming", Key=f"forget/img{i}.jpg", Body=_jpeg(600 + i))
+    r = client.post("/jobs", json={"sources": ["s3://incoming/forget/"], "dataset": "forget"})
+    assert _wait_job(client, r.json()["job_id"])["status"] == "succeeded"
+    answer = client.get("/datasets/forget/query", params={"where": "width > 0",
+                                                           "columns": "sha256"}).json()
+    assert answer["version"] == 1 and len(answer["rows"]) == 6
+    key, sha = answer["rows"][0]["key"], answer["rows"][0]["sha256"]
+
+    env = {**os.environ, **settings.to_env()}
+    proc = subprocess.run([sys.executable, "-m", "autods.cli", "forget", "forget", key],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "forgot 1 sample(s)" in proc.stdout
+    versions = client.get("/datasets/forget/versions").json()
+    assert [(v["version"], v["samples"], v["kind"]) for v in versions] == [
+        (1, 6, "build"), (2, 5, "map")]
+    latest = client.get("/datasets/forget/query", params={"where": "width > 0"}).json()
+    assert key not in {row["key"] for row in latest["rows"]} and len(latest["rows"]) == 5
+    pinned = client.get("/datasets/forget/query",
+                        params={"where": "width > 0", "version": 1}).json()
+    assert key in {row["key"] for row in pinned["rows"]}
+    raw = s3.list_objects_v2(Bucket=BUCKET, Prefix="objects/").get("Contents", [])
+    assert not [o["Key"] for o in raw if sha in o["Key"]]
+    got = subprocess.run([sys.executable, "-m", "autods.cli", "get", "forget", key,
+                          "--version", "1"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert got.returncode == 0 and f"{key}.jpg" in got.stdout, got.stdout + got.stderr
