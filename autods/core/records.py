@@ -73,6 +73,7 @@ class Reason(StrEnum):
     INVALID_UTF8 = "invalid_utf8"
     TEXT_TOO_LONG = "text_too_long"
     BAD_RECORD = "bad_record"
+    FORGOTTEN = "forgotten"  # content forgotten from the dataset on request (a tombstone)
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
 

@@ -13,7 +13,7 @@ from autods.core.fetch import REMOTE_SCHEMES
 from autods.core.hashing import sha256_hex
 from autods.core.records import ItemStatus, Modality, Reason, Rejected
 from autods.core.validate import clean_caption, validate_image, validate_text
-from autods.db.models import Asset, Item, utcnow
+from autods.db.models import Asset, Item, Tombstone, utcnow
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore
 from autods.pipeline.chunks import ChunkWork, in_chunk
@@ -51,8 +51,9 @@ def _reject(item_id: int, exc: Rejected) -> _Outcome:
     return _Outcome(item_id, reason=exc.reason.value, detail=exc.detail[:500] or None)
 
 
-def _ingest_one(rt: Runtime, item: _Input) -> _Outcome:
-    """One input to stored bytes; bad input comes back as a reason, never as an exception."""
+def _ingest_one(rt: Runtime, item: _Input, forgotten: frozenset[str]) -> _Outcome:
+    """One input to stored bytes; bad input comes back as a reason, never as an exception.
+    Content the dataset was asked to forget is refused before it is stored again."""
     fetch = rt.settings.fetch
     try:
         if item.source_error:
@@ -75,6 +76,8 @@ def _ingest_one(rt: Runtime, item: _Input) -> _Outcome:
         except (Rejected, UnicodeDecodeError) as exc:
             log.info("caption %s unreadable: %s", item.caption_uri, exc)
     sha = sha256_hex(data)
+    if sha in forgotten:
+        return _reject(item.item_id, Rejected(Reason.FORGOTTEN, "forgotten from this dataset"))
     key = f"raw/{sha[:2]}/{sha}.{ext}"
     store = rt.store()
     if not store.exists(key):
@@ -91,8 +94,10 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             for i in db.scalars(select(Item).where(
                 in_chunk(Item, work), Item.status == ItemStatus.PENDING).order_by(Item.ordinal))
         ]
+        forgotten = frozenset(db.scalars(select(Tombstone.sha256).where(
+            Tombstone.dataset_id == work.dataset_id, Tombstone.sha256.is_not(None))))
     with ThreadPoolExecutor(_threads(rt, inputs)) as pool:
-        outcomes = list(pool.map(lambda item: _ingest_one(rt, item), inputs))
+        outcomes = list(pool.map(lambda item: _ingest_one(rt, item, forgotten), inputs))
     _record(rt, work.dataset_id, outcomes)
     ok = sum(o.reason is None for o in outcomes)
     return {"ingested": ok, "failed": len(outcomes) - ok}

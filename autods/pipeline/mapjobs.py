@@ -173,18 +173,23 @@ def rewrite_shard(rt: Runtime, shard_id: int) -> str:
 
 
 def delete_forgotten(rt: Runtime, job_id: int) -> int:
-    """Delete the raw objects of the job's tombstoned samples (after its version is out);
-    their asset rows stay, without an object, so the content is not published again."""
+    """Delete the stored objects of the job's tombstoned samples (after its version is
+    out); their asset rows stay, without an object, so the content is refused if it comes
+    again. Objects are content-addressed and shared by every dataset of the store: one that
+    another dataset's asset still uses is kept."""
     with session_scope(rt.engine) as db:
         rows = db.execute(select(Asset.id, Asset.storage_key).join(
             Tombstone, (Tombstone.dataset_id == Asset.dataset_id)
             & (Tombstone.sha256 == Asset.sha256)).where(Tombstone.job_id == job_id,
                                                           Asset.storage_key != "")).all()
+        ids = [r.id for r in rows]
+        shared = set(db.scalars(select(Asset.storage_key).where(
+            Asset.storage_key.in_([r.storage_key for r in rows]), Asset.id.not_in(ids))))
     store = rt.store()
-    for _, key in rows:
+    for key in {r.storage_key for r in rows} - shared:
         store.delete(key)
-    if rows:
+    # Recorded after the deletes: a finalize that dies between them deletes again.
+    if ids:
         with session_scope(rt.engine) as db:
-            db.execute(update(Asset).where(Asset.id.in_([r.id for r in rows]))
-                       .values(storage_key=""))
+            db.execute(update(Asset).where(Asset.id.in_(ids)).values(storage_key=""))
     return len(rows)

@@ -89,3 +89,30 @@ def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
     # Forgetting what is already forgotten finds nothing and starts no job.
     again = plan_forget(runtime, "pets", keys)
     assert again.job_id is None and sorted(again.missing) == sorted(keys)
+
+
+def test_forgotten_content_is_refused_again_and_shared_objects_are_kept(
+        runtime, memory_worker, tmp_path):
+    """Stored objects are content-addressed and shared by datasets: forgetting a sample in
+    one keeps the object another still uses; the same content sent again to the dataset
+    that forgot it is refused with a reason, and not stored again."""
+    image_folder(tmp_path / "a", n_unique=3, seed0=300)
+    _build(runtime, tmp_path / "a", tmp_path / "pets")
+    other = create_job(runtime, [str(tmp_path / "a")], "others",
+                       JobOptions(chunk_size=4, batch_size=8, shard_size=4, embed=False),
+                       output_url=(tmp_path / "others").as_uri())
+    assert _run(runtime, other).status == JobState.SUCCEEDED
+
+    ds = autods.open_dataset(str(tmp_path / "pets"))
+    row = ds.query("ordinal = 1", columns=["sha256"]).table.to_pylist()[0]
+    plan = plan_forget(runtime, "pets", [row["key"]])
+    assert _run(runtime, plan.job_id).status == JobState.SUCCEEDED
+    store = runtime.store()
+    assert [k for k in store.list("raw") if row["sha256"] in k], "the other dataset's copy"
+    assert row["key"] in set(autods.open_dataset(str(tmp_path / "others"))
+                             .query("width > 0").table["key"].to_pylist())
+
+    again = _build(runtime, tmp_path / "a", tmp_path / "pets")
+    status = job_status(runtime, again)
+    assert status.reasons.get("forgotten") == 1
+    assert row["key"] not in set(ds.query("width > 0").table["key"].to_pylist())
