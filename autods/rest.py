@@ -18,13 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from autods.config import Settings
 from autods.core.records import JobRefused, OutputConflict, SourceDenied, SourceNotFound
 from autods.core.s3events import parse_notification
 from autods.core.sources import BUCKET_PATTERN
-from autods.db.models import Dataset, Shard
+from autods.db.models import Dataset
 from autods.db.session import session_scope
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
@@ -253,20 +253,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/datasets/{name}", response_model=DatasetOut, dependencies=auth,
              tags=["datasets"], responses=_ERRORS)
     def get_dataset(name: Annotated[str, Path(pattern=_DATASET)]) -> DatasetOut:
+        """The dataset's latest version: its shards (none before its first job publishes)."""
+        from autods.core.versions import DatasetNotFound
+        from autods.dataset import Dataset as Files
+
         with session_scope(rt.engine) as db:
-            ds = db.scalar(select(Dataset).where(Dataset.name == name))
-            if ds is None:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {name}")
-            shards = db.scalars(select(Shard).where(
-                Shard.dataset_id == ds.id, Shard.complete.is_(True)).order_by(Shard.name)).all()
-            samples = db.scalar(select(func.coalesce(func.sum(Shard.count), 0)).where(
-                Shard.dataset_id == ds.id, Shard.complete.is_(True)))
-            return DatasetOut(
-                name=ds.name, output_url=ds.output_url, samples=int(samples),
-                shards=[ShardOut(name=s.name, modality=s.modality, count=s.count,
-                                 nbytes=s.nbytes, sha256=s.sha256,
-                                 url=f"{ds.output_url.rstrip('/')}/{s.info.get('tar', '')}")
-                        for s in shards])
+            url = db.scalar(select(Dataset.output_url).where(Dataset.name == name))
+        if url is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {name}")
+        files = Files(rt.store(url))
+        try:
+            shards = files.version().shards
+        except DatasetNotFound:
+            shards = ()
+        return DatasetOut(
+            name=name, output_url=url, samples=sum(s.count for s in shards),
+            shards=[ShardOut(name=s.name, modality=s.modality, count=s.count, nbytes=s.nbytes,
+                             sha256=s.sha256, url=files.store.uri(s.tar_key)) for s in shards])
 
     def open_named(name: str):
         from autods.core.versions import DatasetNotFound

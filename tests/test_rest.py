@@ -231,7 +231,7 @@ def test_a_query_answers_from_the_manifests_with_its_plan(client, published):
 @pytest.mark.parametrize("where", [
     "1=1; DROP TABLE samples", "label = 'x') UNION SELECT 1 --", "width + 1",
     "nope = 1", "EXISTS (SELECT * FROM read_text('/etc/passwd'))",
-    "(SELECT count(*) FROM duckdb_settings()) > 0",
+    "(SELECT count(*) FROM duckdb_settings()) > 0", "TRUE) --",
 ])
 def test_anything_but_a_boolean_expression_over_columns_is_a_422(client, published, where):
     r = client.get("/datasets/pets/query", headers=_auth(), params={"where": where})
@@ -243,6 +243,10 @@ def test_a_query_keeps_the_servers_row_limit(settings, published):
     with TestClient(create_app(settings)) as c:
         r = c.get("/datasets/pets/query", headers=_auth(), params={"where": "width > 0"})
         assert r.status_code == 200 and len(r.json()["rows"]) == 5
+        # A trailing comment ends at its line: it cannot take the limit with it.
+        commented = c.get("/datasets/pets/query", headers=_auth(),
+                          params={"where": "width > 0 --"})
+        assert commented.status_code == 200 and len(commented.json()["rows"]) == 5
         more = c.get("/datasets/pets/query", headers=_auth(),
                      params={"where": "width > 0", "limit": 60})
         assert more.status_code == 200 and len(more.json()["rows"]) == 5

@@ -68,6 +68,12 @@ class Predicate:
     tree: dict
     columns: frozenset[str]
 
+    @property
+    def clause(self) -> str:
+        """The predicate in parentheses, to paste into SQL: the closing one on a line of
+        its own, so a trailing ``--`` comment cannot swallow what comes after."""
+        return f"({self.sql}\n)"
+
 
 @functools.cache
 def _parser() -> duckdb.DuckDBPyConnection:
@@ -78,7 +84,9 @@ def _parser() -> duckdb.DuckDBPyConnection:
 def _serialize(where: str) -> dict:
     with _parser().cursor() as cursor:
         row = cursor.execute(
-            "SELECT json_serialize_sql(?)", [f"SELECT * FROM {_TABLE} WHERE ({where})"]
+            # The newline ends a trailing ``--`` comment before the closing parenthesis,
+            # so a comment can never swallow what follows the predicate.
+            "SELECT json_serialize_sql(?)", [f"SELECT * FROM {_TABLE} WHERE ({where}\n)"]
         ).fetchone()
     return json.loads(row[0])
 

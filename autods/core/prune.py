@@ -37,7 +37,8 @@ from autods.core.predicate import (
 )
 
 SEP = "::"
-PARTS = ("kind", "nulls", "min", "max", "values", "agg")
+PARTS = ("kind", "type", "nulls", "min", "max", "values", "agg")
+_FLOATS = frozenset({"double", "float", "halffloat"})
 
 
 def part(field: str, name: str) -> str:
@@ -52,7 +53,7 @@ def _epoch(text: Any) -> float | None:
     return value.timestamp()
 
 
-def _row(field: str, aggregate: dict[str, Any]) -> dict[str, Any]:
+def _row(field: str, aggregate: dict[str, Any], arrow_type: str | None) -> dict[str, Any]:
     kind = aggregate.get("type")
     low = high = None
     if kind == "numeric":
@@ -64,14 +65,15 @@ def _row(field: str, aggregate: dict[str, Any]) -> dict[str, Any]:
         values = sorted(aggregate["values"])
     elif kind == "set" and "all_values" in aggregate:
         values = list(aggregate["all_values"])
-    return {part(field, "kind"): kind, part(field, "nulls"): aggregate.get("nulls"),
+    return {part(field, "kind"): kind, part(field, "type"): arrow_type,
+            part(field, "nulls"): aggregate.get("nulls"),
             part(field, "min"): None if low is None else float(low),
             part(field, "max"): None if high is None else float(high),
             part(field, "values"): values,
             part(field, "agg"): json.dumps(aggregate, sort_keys=True)}
 
 
-_PART_TYPES = {"kind": pa.string(), "nulls": pa.int64(), "min": pa.float64(),
+_PART_TYPES = {"kind": pa.string(), "type": pa.string(), "nulls": pa.int64(), "min": pa.float64(),
                "max": pa.float64(), "values": pa.list_(pa.string()), "agg": pa.string()}
 
 
@@ -84,8 +86,9 @@ def summary_table(entries: Iterable[tuple[str, str, dict[str, Any]]]) -> pa.Tabl
                "num_samples": int(entry["num_samples"]),
                "schema_version": int(entry.get("schema_version", 1)),
                "schema": json.dumps(entry.get("schema", {}), sort_keys=True)}
+        types = entry.get("schema", {})
         for field, aggregate in entry.get("fields", {}).items():
-            row.update(_row(field, aggregate))
+            row.update(_row(field, aggregate, types.get(field)))
             fields.add(field)
         rows.append(row)
     columns: dict[str, pa.Array] = {
@@ -104,20 +107,29 @@ def summary_table(entries: Iterable[tuple[str, str, dict[str, Any]]]) -> pa.Tabl
 
 def with_field(table: pa.Table, field: str, aggregate: dict[str, Any]) -> pa.Table:
     """``table`` with ``field`` summed up the same way in every shard."""
-    row = _row(field, aggregate)
+    row = _row(field, aggregate, None)
     for name, kind in _PART_TYPES.items():
         table = table.append_column(part(field, name),
                                     pa.array([row[part(field, name)]] * table.num_rows, kind))
     return table
 
 
+def _names(table: pa.Table, field: str) -> list[str]:
+    """The summary's fields that ``field`` names: DuckDB matches names without regard to
+    case, so there may be several."""
+    suffix = SEP + "agg"
+    return [c[: -len(suffix)] for c in table.column_names
+            if c.endswith(suffix) and c[: -len(suffix)].lower() == field.lower()]
+
+
 def entry_of(table: pa.Table, i: int, fields: Iterable[str]) -> dict[str, Any]:
-    """Row ``i`` as the ``might_match`` summary of the given fields."""
+    """Row ``i`` as the ``might_match`` summary of the given fields (every field each
+    names; ``might_match`` treats a name that means two columns as unknown)."""
     out: dict[str, Any] = {"num_samples": table["num_samples"][i].as_py(), "fields": {}}
     for field in fields:
-        key = part(field, "agg")
-        if key in table.column_names and (agg := table[key][i].as_py()) is not None:
-            out["fields"][field] = json.loads(agg)
+        for name in _names(table, field):
+            if (agg := table[part(name, "agg")][i].as_py()) is not None:
+                out["fields"][name] = json.loads(agg)
     return out
 
 
@@ -148,18 +160,23 @@ class _Columns:
         return self._cache[field]
 
     def _load(self, field: str) -> dict[str, Any]:
-        name = next((c.split(SEP)[0] for c in self.table.column_names
-                     if c.lower() == part(field, "kind").lower()), None)
+        name = next(iter(_names(self.table, field)), None)
         if name is None:  # no shard has the column: NULL everywhere
             kind = np.full(self.size, None, dtype=object)
             return {"kind": kind, "present": np.zeros(self.size, bool),
-                    "nulls": self.num_samples.astype(np.int64), "min": None, "max": None,
+                    "nulls": self.num_samples.astype(np.int64), "nan": np.zeros(self.size, bool),
+                    "bool": np.zeros(self.size, bool), "min": None, "max": None,
                     "values": None}
         kind = np.array(self.table[part(name, "kind")].to_pylist(), dtype=object)
+        types = np.array(self.table[part(name, "type")].to_pylist(), dtype=object)
         nulls = self.table[part(name, "nulls")].fill_null(0).to_numpy()
         present = kind != None  # noqa: E711 - elementwise
         return {"kind": kind, "present": present,
                 "nulls": np.where(present, nulls, self.num_samples),
+                # A float column's "nulls" count NaN and infinities, which DuckDB compares
+                # as values (NaN above every number): such a column may hold anything.
+                "nan": np.isin(types, list(_FLOATS)) & (nulls > 0),
+                "bool": types == "bool",
                 "min": self.table[part(name, "min")].to_numpy(zero_copy_only=False),
                 "max": self.table[part(name, "max")].to_numpy(zero_copy_only=False),
                 "values": self.table[part(name, "values")]}
@@ -216,6 +233,12 @@ def _operand(kind: str, const: Const) -> tuple[float, float] | str | None:
     return None
 
 
+def _boolean_text(const: Const) -> bool:
+    """Whether ``const`` compares with a boolean column the way its text says: DuckDB
+    casts 't', 'TRUE', '1'... too, which only ``might_match`` reasons about."""
+    return const.kind == "bool" or (const.kind == "string" and const.value in ("true", "false"))
+
+
 def _compare(cols: _Columns, field: str, op: str, const: Const | None) -> _Tri:
     if op == "<>":
         return _not(_compare(cols, field, "=", const))
@@ -223,7 +246,7 @@ def _compare(cols: _Columns, field: str, op: str, const: Const | None) -> _Tri:
         return _any(cols)
     c = cols.get(field)
     size = cols.size
-    nonnull = c["present"] & (c["nulls"] < cols.num_samples)
+    nonnull = c["present"] & ((c["nulls"] < cols.num_samples) | c["nan"])
     n = c["nulls"] > 0
     if const.kind == "null":
         return _Tri(_full(size, False), _full(size, False), _full(size, True))
@@ -239,13 +262,17 @@ def _compare(cols: _Columns, field: str, op: str, const: Const | None) -> _Tri:
         if isinstance(operand, str):
             if op != "=":
                 continue
+            if not _boolean_text(const):
+                mask = mask & ~c["bool"]
             listed = c["values"].is_valid().to_numpy(zero_copy_only=False)
             hit, only = _contains(c["values"], operand, size)
             t = np.where(mask, ~listed | hit, t)
             f = np.where(mask, ~(listed & only), f)
+            mask = mask & listed  # values a Bloom filter holds: decided by might_match
         else:
             lo, hi = operand
             low, high = np.nan_to_num(c["min"], nan=np.inf), np.nan_to_num(c["max"], nan=-np.inf)
+            low, high = np.where(c["nan"], -np.inf, low), np.where(c["nan"], np.inf, high)
             may_true, may_false = {
                 "=": (low <= hi) & (high >= lo), "<": low < hi, "<=": low <= hi,
                 ">": high > lo, ">=": high >= lo}[op], {
@@ -276,7 +303,8 @@ def _truth(node: Any, cols: _Columns) -> _Tri:
         if (name := column_name(children[0])) is None:
             return _any(cols)
         c = cols.get(name)
-        out = _Tri(c["nulls"] > 0, c["present"] & (c["nulls"] < cols.num_samples),
+        out = _Tri(c["nulls"] > 0,
+                   c["present"] & ((c["nulls"] < cols.num_samples) | c["nan"]),
                    _full(cols.size, False))
         return out if node_type == "OPERATOR_IS_NULL" else _not(out)
     if kind == "COMPARISON" and node_type in COMPARISONS:
@@ -299,7 +327,10 @@ def _truth(node: Any, cols: _Columns) -> _Tri:
 def surviving(pred: Predicate, table: pa.Table) -> np.ndarray:
     """Per shard of the summary ``table``: may some row match ``pred``."""
     cols = _Columns(table)
-    mask = _truth(pred.tree, cols).t & (cols.num_samples > 0)
+    if any(len(_names(table, f)) > 1 for f in pred.columns):  # one name, two columns
+        mask, cols.refine = cols.num_samples > 0, True
+    else:
+        mask = _truth(pred.tree, cols).t & (cols.num_samples > 0)
     if cols.refine:
         for i in np.flatnonzero(mask):
             mask[i] = might_match(pred, entry_of(table, i, pred.columns))

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from autods.core.predicate import Predicate, PredicateError, parse_predicate
 from autods.core.prune import PARTS, part, surviving, with_field
+from autods.core.schema import SAMPLE
 from autods.core.storage import LocalStore, ObjectStore
 from autods.core.versions import Summary, Version
 
@@ -40,6 +41,7 @@ _DUCKDB_TYPES = {
     "string": "VARCHAR", "large_string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER",
     "double": "DOUBLE", "float": "FLOAT", "bool": "BOOLEAN",
     "list<item: string>": "VARCHAR[]", "list<element: string>": "VARCHAR[]",
+    "list<l: string>": "VARCHAR[]",
 }
 
 
@@ -49,6 +51,8 @@ class Limits:
 
     max_rows: int = 10_000
     timeout_s: float = 10.0
+    memory: str = "1GB"
+    threads: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,20 +85,20 @@ def _duckdb_types(columns: dict[str, str]) -> dict[str, str]:
 def _check(pred: Predicate, types: dict[str, str]) -> None:
     """Bind the predicate against the columns' types: unknown columns and expressions that
     are not boolean are refused before any manifest is read."""
-    problem = _problem(pred.sql, tuple(types.items()))
+    problem = _problem(pred.clause, tuple(types.items()))
     if problem is not None:
         raise PredicateError(problem)
 
 
 @functools.lru_cache(maxsize=512)
-def _problem(sql: str, types: tuple[tuple[str, str], ...]) -> str | None:
-    """What is wrong with ``sql`` over columns of these types, or None (a pure function of
-    its arguments, so answers are kept). Binding runs nothing, so the shared database
+def _problem(clause: str, types: tuple[tuple[str, str], ...]) -> str | None:
+    """What is wrong with ``clause`` over columns of these types, or None (a pure function
+    of its arguments, so answers are kept). Binding runs nothing, so the shared database
     serves for predicates from anywhere."""
     cols = ", ".join(f"NULL::{t} AS {_quote(n)}" for n, t in types) or "NULL AS __none__"
     with _shared().cursor() as con:
         try:
-            kind = con.sql(f"SELECT ({sql}) AS p FROM (SELECT {cols}) LIMIT 0").types[0]
+            kind = con.sql(f"SELECT {clause} AS p FROM (SELECT {cols}) LIMIT 0").types[0]
         except duckdb.Error as exc:
             return str(exc).splitlines()[0]
     if str(kind) not in ("BOOLEAN", '"NULL"', "NULL"):
@@ -132,12 +136,13 @@ def _shared() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(config=_NO_EXTENSIONS)
 
 
-def _connection(paths: list[str], sandboxed: bool) -> duckdb.DuckDBPyConnection:
+def _connection(paths: list[str], limits: Limits | None) -> duckdb.DuckDBPyConnection:
     """A cursor of the shared database, or for a sandboxed query a database of its own
-    that can read ``paths`` and nothing else, with its configuration locked."""
-    if not sandboxed:
+    that can read ``paths`` and nothing else, within ``limits``, configuration locked."""
+    if limits is None:
         return _shared().cursor()
-    con = duckdb.connect(config=_NO_EXTENSIONS)
+    con = duckdb.connect(config={**_NO_EXTENSIONS, "memory_limit": limits.memory,
+                                 "threads": limits.threads})
     con.execute("SET allowed_paths = ?", [paths])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -150,7 +155,9 @@ def run_query(store: ObjectStore, version: Version, predicate: str | Predicate, 
     """The samples of ``version`` matching ``predicate``; ``limits`` sandboxes the run."""
     pred = predicate if isinstance(predicate, Predicate) else parse_predicate(predicate)
     shards = Summary(store, version)
-    types = _duckdb_types(shards.columns)
+    # The declared fields exist even in a version with no shard yet (null everywhere).
+    types = _duckdb_types({**{f.name: str(f.arrow_type) for f in SAMPLE.queryable()},
+                           **shards.columns})
     _check(pred, {**types, **_RESERVED_TYPES})
     wanted = _select_columns(columns, types)
     parts = [part(f, p) for f in _actual(pred.columns, types) for p in PARTS]
@@ -168,7 +175,7 @@ def run_query(store: ObjectStore, version: Version, predicate: str | Predicate, 
         limit = min(limit or limits.max_rows, limits.max_rows)
     local = isinstance(store, LocalStore)
     paths = {str(store.local_path(key)): name for name, key in survivors} if local else {}
-    con = _connection(list(paths), sandboxed=limits is not None)
+    con = _connection(list(paths), limits)
     try:
         missing = ({*_actual(pred.columns, types), *wanted} & set(types)) - present
         table = _read(store, con, survivors, paths, types, missing, pred, wanted, limit,
@@ -209,33 +216,18 @@ def _read(store: ObjectStore, con: duckdb.DuckDBPyConnection,
           limit: int | None, limits: Limits | None) -> pa.Table:
     if not survivors:
         return _empty(wanted, types, con)
-    # Columns no surviving shard has are all null; they still have to exist for DuckDB.
-    fill = "".join(f", NULL::{types[c]} AS {_quote(c)}" for c in sorted(missing))
-    conventional = paths and all(path.endswith(f"/{name}.manifest.parquet")
-                                 for path, name in paths.items())
-    if paths:
-        # The shard's name is its manifest's file name, worked out once per file by DuckDB
-        # (a file name is one value per batch of rows), else mapped from the file below.
-        shard = (r"regexp_replace(parse_filename(filename), '\.manifest\.parquet$', '')"
-                 if conventional else "filename")
-        # Unified by name: columns of shards of one schema may still come in other orders.
-        union = "true" if len(paths) > 1 else "false"
-        source = (f"(SELECT *, {shard} AS __shard__{fill} FROM read_parquet(?, "
-                  f"union_by_name = {union}, filename = true))")
-        params: list = [list(paths)]
-    else:
-        con.register("__manifests", _fetch_tables(store, survivors))
-        source = f"(SELECT *{fill} FROM __manifests)"
-        params = []
-    projection = ", ".join(["__key__ AS key", "__shard__ AS shard", "__offset__ AS offset",
-                            "__size__ AS size"] + [_quote(c) for c in wanted])
-    sql = f"SELECT {projection} FROM {source} WHERE ({pred.sql})"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
+    conventional = bool(paths) and all(path.endswith(f"/{name}.manifest.parquet")
+                                       for path, name in paths.items())
     timer = threading.Timer(limits.timeout_s, con.interrupt) if limits else None
     if timer:
         timer.start()
     try:
+        source, params = _source(store, con, survivors, paths, types, missing, conventional)
+        projection = ", ".join(["__key__ AS key", "__shard__ AS shard", "__offset__ AS offset",
+                                "__size__ AS size"] + [_quote(c) for c in wanted])
+        sql = f"SELECT {projection} FROM {source} WHERE {pred.clause}"
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql}\n) LIMIT {int(limit)}"
         table = con.sql(sql, params=params).to_arrow_table()
     except duckdb.InterruptException as exc:
         raise PredicateError(f"the query ran past {limits.timeout_s:g} s") from exc
@@ -245,6 +237,26 @@ def _read(store: ObjectStore, con: duckdb.DuckDBPyConnection,
         if timer:
             timer.cancel()
     return _shard_names(table, paths) if paths and not conventional else table
+
+
+def _source(store: ObjectStore, con: duckdb.DuckDBPyConnection,
+            survivors: list[tuple[str, str]], paths: dict[str, str], types: dict[str, str],
+            missing: set[str], conventional: bool) -> tuple[str, list]:
+    """The relation of the surviving manifests' rows, with ``__shard__``: read by DuckDB
+    from local files, or fetched through the store."""
+    # Columns no surviving shard has are all null; they still have to exist for DuckDB.
+    fill = "".join(f", NULL::{types[c]} AS {_quote(c)}" for c in sorted(missing))
+    if not paths:
+        con.register("__manifests", _fetch_tables(store, survivors))
+        return f"(SELECT *{fill} FROM __manifests)", []
+    # The shard's name is its manifest's file name, worked out once per file by DuckDB
+    # (a file name is one value per batch of rows), else mapped from the file afterwards.
+    shard = (r"regexp_replace(parse_filename(__file__), '\.manifest\.parquet$', '')"
+             if conventional else "__file__")
+    # Unified by name: columns of shards of one schema may still come in other orders.
+    union = "true" if len(paths) > 1 else "false"
+    return (f"(SELECT *, {shard} AS __shard__{fill} FROM read_parquet(?, "
+            f"union_by_name = {union}, filename = '__file__'))", [list(paths)])
 
 
 def _shard_names(table: pa.Table, paths: dict[str, str]) -> pa.Table:

@@ -103,9 +103,15 @@ SAMPLE = SampleSchema("autods.sample", 2, (
 ))
 
 
+#: Names an answer or a query uses itself: the location columns and the manifest file.
+RESERVED = frozenset({"key", "shard", "offset", "size", "filename"})
+
+
 def extra_column(name: str, schema: SampleSchema) -> str:
-    """The manifest column of a source's own field: its name, unless the schema (or the
-    reserved ``__key__``-style names) already uses it; then ``meta_<name>``."""
-    if schema.field(name) is not None or name.startswith("__"):
+    """The manifest column of a source's own field: its name, unless the schema or a
+    query's own columns use it (in any case, as SQL ignores case), or it starts with
+    ``__``; then ``meta_<name>``."""
+    taken = {f.name for f in schema.queryable()} | RESERVED
+    if name.lower() in taken or name.startswith("__"):
         return f"meta_{name}"
     return name

@@ -118,10 +118,6 @@ class Version:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    @property
-    def n_shards(self) -> int:
-        return len(self.entries)
-
     def shard(self, name: str) -> ShardInfo:
         if name not in self._resolved:
             if name not in self.entries:
@@ -373,10 +369,12 @@ def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
 
 
 def write_latest_index(store: ObjectStore, version: Version) -> None:
-    """``index.json`` again from ``version`` (urls relative to the dataset root)."""
+    """``index.json`` and ``versions/LATEST`` again from ``version`` (a finalize delivered
+    again repairs what a crash between them left)."""
     doc = {k: v for k, v in version.doc.items()
            if k not in ("__kind__", "wids_version", "name", "shardlist")}
     write_index(store, list(version.shards), version.doc["name"], key=INDEX_KEY, extra=doc)
+    store.put(LATEST_KEY, str(version.number).encode())
 
 
 def _next_summary(store: ObjectStore, parent: Version | None, shards: list[ShardInfo],

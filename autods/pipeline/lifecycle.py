@@ -8,8 +8,9 @@ from sqlalchemy import func, select, update
 from autods.core.records import JobState, ShardInfo
 from autods.core.versions import (
     INDEX_KEY,
+    DatasetNotFound,
     Version,
-    latest_version,
+    read_version,
     write_latest_index,
     write_version,
 )
@@ -46,7 +47,7 @@ def finalize_job(rt: Runtime, job_id: int) -> str:
         job = db.get(Job, job_id)
         dataset = db.get(Dataset, job.dataset_id)
         store = rt.store(dataset.output_url)
-        latest = latest_version(store)
+        latest = _latest(store)
         if job.version is None and latest is not None and latest.doc.get("job") == job_id:
             job.version = latest.number
         if job.version is None:
@@ -65,6 +66,14 @@ def finalize_job(rt: Runtime, job_id: int) -> str:
     return INDEX_KEY
 
 
+def _latest(store) -> Version | None:
+    """The latest version, or the index a dataset had before versions existed."""
+    try:
+        return read_version(store)
+    except DatasetNotFound:
+        return None
+
+
 def _info(s: Shard) -> ShardInfo:
     return ShardInfo(name=s.name, count=s.count, nbytes=s.nbytes or 0, sha256=s.sha256 or "",
                      tar_key=s.info["tar"], manifest_json_key=s.info["manifest"],
@@ -73,23 +82,34 @@ def _info(s: Shard) -> ShardInfo:
 
 
 def _next_shards(db, job: Job, dataset: Dataset, latest: Version | None) -> list[ShardInfo]:
-    """The shards of the version this job makes: the latest version's (or, for a dataset
-    with none yet, every complete shard of its finished jobs), with this job's shards added
-    and the shards they replace removed. An emptied shard replaces its parent with nothing.
+    """The shards of the version this job makes: the latest version's, and every complete
+    shard of a finished build that no version lists and no rewrite replaced (a failed
+    job's published batches, shards written before versions existed), with this job's
+    rewrites in place of their parents; an emptied shard replaces its parent with nothing.
     """
-    mine = list(db.scalars(select(Shard).where(Shard.job_id == job.id,
-                                               Shard.complete.is_(True))))
-    if latest is not None:
-        base = {s.name: s for s in latest.shards}
-    else:
-        done = select(Job.id).where(Job.dataset_id == dataset.id,
-                                    Job.status == JobState.SUCCEEDED)
-        base = {s.name: _info(s) for s in db.scalars(select(Shard).where(
-            Shard.dataset_id == dataset.id, Shard.complete.is_(True),
-            Shard.job_id.in_(done), Shard.count > 0))}
-    for s in mine:
-        base.pop(s.info.get("parent", ""), None)
-    base.update({s.name: _info(s) for s in mine if s.count > 0})
+    base = {s.name: s for s in latest.shards} if latest is not None else {}
+    rewrites = select(Shard).join(Job, Job.id == Shard.job_id).where(
+        Shard.dataset_id == dataset.id, Job.kind == "map")
+    replaced = {s.info.get("parent") for s in db.scalars(rewrites)}
+    builds = select(Job.id).where(
+        Job.dataset_id == dataset.id, Job.kind == "build",
+        ~Job.status.in_([JobState.PENDING, JobState.RUNNING]) | (Job.id == job.id))
+    for s in db.scalars(select(Shard).where(
+            Shard.dataset_id == dataset.id, Shard.complete.is_(True), Shard.count > 0,
+            Shard.job_id.in_(builds))):
+        if s.name not in base and s.name not in replaced:
+            base[s.name] = _info(s)
+    for s in db.scalars(select(Shard).where(Shard.job_id == job.id,
+                                            Shard.complete.is_(True))):
+        parent = s.info.get("parent")
+        if parent is None:
+            continue
+        if parent not in base:
+            raise RuntimeError(f"shard {parent} is no longer in the latest version of "
+                               f"{dataset.name}: another change replaced it first")
+        del base[parent]
+        if s.count > 0:
+            base[s.name] = _info(s)
     return list(base.values())
 
 

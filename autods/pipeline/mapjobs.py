@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 
 from autods.core.maps import map_samples, read_samples, sample_map
-from autods.core.records import JobState, ShardInfo
+from autods.core.records import JobRefused, JobState, ShardInfo
 from autods.core.shard import write_shard
 from autods.core.validate import IMAGE_EXTENSIONS
 from autods.core.versions import Version, locate, read_version
-from autods.db.models import Asset, Dataset, Job, Shard, Tombstone, utcnow
+from autods.db.models import Asset, Dataset, Item, Job, Shard, Tombstone, utcnow
 from autods.db.session import require_current, session_scope
 from autods.pipeline.runtime import Runtime
 from autods.version import PIPELINE_VERSION
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 class DatasetUnknown(LookupError):
     """No dataset of that name in the database."""
+
+
+class ChangeInProgress(JobRefused):
+    """Another job over the same dataset's shards has not finished: two rewrites of one
+    shard would each drop what the other kept."""
 
 
 @dataclass(slots=True)
@@ -95,11 +100,21 @@ def _create_map_job(rt: Runtime, dataset: str, version: Version, name: str,
     payload = {"map": name, "params": params, "source_version": version.number}
     fingerprint = hashlib.sha256(json.dumps([dataset, payload], sort_keys=True).encode())
     with session_scope(rt.engine) as db:
-        ds = _dataset(db, dataset)
-        unfinished = db.scalar(select(Job.id).where(
-            Job.fingerprint == fingerprint.hexdigest(), Job.status == JobState.RUNNING))
-        if unfinished is not None:  # the same change, interrupted: resume it
-            return unfinished
+        # The dataset's row is locked: shard numbers and the one-change rule hold across
+        # planners.
+        ds = db.scalar(select(Dataset).where(Dataset.name == dataset).with_for_update())
+        if ds is None:
+            raise DatasetUnknown(f"no dataset {dataset!r} in the database")
+        db.execute(update(Dataset).where(Dataset.id == ds.id)
+                   .values(next_shard_no=Dataset.next_shard_no))  # the lock, on SQLite too
+        running = db.execute(select(Job.id, Job.fingerprint).where(
+            Job.dataset_id == ds.id, Job.kind == "map", Job.status == JobState.RUNNING)).all()
+        for job_id, fp in running:
+            if fp == fingerprint.hexdigest():  # the same change, interrupted: resume it
+                return job_id
+        if running:
+            raise ChangeInProgress(f"job {running[0].id} is still changing {dataset!r}; "
+                                   "run this again when it has finished")
         job = Job(dataset_id=ds.id, kind="map", status=JobState.RUNNING,
                   sources=[rt.store(ds.output_url).url], params=payload,
                   fingerprint=fingerprint.hexdigest(),
@@ -120,11 +135,17 @@ def _create_map_job(rt: Runtime, dataset: str, version: Version, name: str,
 
 
 def _tombstone(rt: Runtime, job_id: int, keys: list[str]) -> None:
-    """One tombstone per key: the key and its content hash, never the content."""
+    """One tombstone per key: the key and its content hash, never the content. A key an
+    earlier, failed forget left a tombstone for is this job's now, so this job finishes
+    the work (the version lists it, its objects are deleted)."""
     with session_scope(rt.engine) as db:
         dataset_id = db.scalar(select(Job.dataset_id).where(Job.id == job_id))
         known = set(db.scalars(select(Tombstone.key).where(Tombstone.dataset_id == dataset_id,
                                                            Tombstone.key.in_(keys))))
+        if known:
+            db.execute(update(Tombstone).where(Tombstone.dataset_id == dataset_id,
+                                               Tombstone.key.in_(known))
+                       .values(job_id=job_id))
         for key in keys:
             if key in known:
                 continue
@@ -188,8 +209,11 @@ def delete_forgotten(rt: Runtime, job_id: int) -> int:
     store = rt.store()
     for key in {r.storage_key for r in rows} - shared:
         store.delete(key)
-    # Recorded after the deletes: a finalize that dies between them deletes again.
+    # Recorded after the deletes: a finalize that dies between them deletes again. A text
+    # sample's content and every caption live in the items' rows too: cleared as well.
     if ids:
         with session_scope(rt.engine) as db:
             db.execute(update(Asset).where(Asset.id.in_(ids)).values(storage_key=""))
+            db.execute(update(Item).where(Item.asset_id.in_(ids))
+                       .values(text=None, caption=None))
     return len(rows)

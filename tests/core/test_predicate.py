@@ -27,9 +27,10 @@ from autods.core.predicate import PredicateError, might_match, parse_predicate
         ("label = '" + "x" * 10_000 + "'", "longer than 10000"),
         ("label = ", "not a valid SQL expression"),
         ("label = 'cat", "not a valid SQL expression"),
-        ("width > 1 --", "not a valid SQL expression"),
+        ("TRUE) --", "not a valid SQL expression"),  # the comment cannot eat the ")"
+        ("TRUE) /*", "not a valid SQL expression"),
         ("1=1) UNION SELECT * FROM secrets WHERE (1=1", "single boolean expression"),
-        ("1=1); DROP TABLE samples; --", "single boolean expression"),
+        ("1=1); DROP TABLE samples; --", "not a valid SQL expression"),
         ("1=1); SELECT * FROM secrets WHERE (1=1", "single boolean expression"),
         ("1=1) LIMIT (1", "single boolean expression"),
         ("1=1) OFFSET (1", "single boolean expression"),

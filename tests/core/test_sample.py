@@ -80,3 +80,12 @@ def test_resize_keeps_small_images_and_format_and_shrinks_large_ones():
     assert maybe_resize(small, None) == small and maybe_resize(small, 64) == small
     shrunk = Image.open(io.BytesIO(maybe_resize(large, 64)))
     assert (shrunk.format, shrunk.size) == ("PNG", (64, 16))
+
+
+def test_source_fields_that_clash_with_a_column_in_any_case_are_renamed():
+    from autods.core.sample import meta_fields
+
+    fields = meta_fields({"Label": "x", "size": 3, "filename": "a.jpg", "photographer": "p",
+                          "tags": ["a", "b"], "exif": {"iso": 100}, "gone": None})
+    assert fields == {"meta_Label": "x", "meta_size": 3, "meta_filename": "a.jpg",
+                      "photographer": "p", "tags": ["a", "b"], "exif": '{"iso": 100}'}

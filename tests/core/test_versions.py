@@ -241,3 +241,13 @@ def test_labelled_and_unlabelled_shards_of_one_schema_have_the_same_columns(tmp_
     assert schemas[0] == schemas[1]
     assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path}/ds/shards/*.manifest.parquet'"
                       ).fetchall() == [(10,)]
+
+
+def test_an_empty_version_answers_with_no_rows(tmp_path):
+    from autods.core.versions import write_version
+
+    store = LocalStore(tmp_path / "ds")
+    write_version(store, "empty", [], None, job=1, kind="build")
+    result = Dataset(store).query("label = 'cat' AND width > 3", columns=["label"])
+    assert result.table.num_rows == 0 and result.explain.shards_total == 0
+    assert result.table.column_names == ["key", "shard", "offset", "size", "label"]

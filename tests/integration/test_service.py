@@ -286,6 +286,7 @@ def test_query_versions_and_forget_by_dataset_name_on_the_service(client, worker
     versions = client.get("/datasets/forget/versions").json()
     assert [(v["version"], v["samples"], v["kind"]) for v in versions] == [
         (1, 6, "build"), (2, 5, "map")]
+    assert client.get("/datasets/forget").json()["samples"] == 5
     latest = client.get("/datasets/forget/query", params={"where": "width > 0"}).json()
     assert key not in {row["key"] for row in latest["rows"]} and len(latest["rows"]) == 5
     pinned = client.get("/datasets/forget/query",

@@ -116,3 +116,27 @@ def test_forgotten_content_is_refused_again_and_shared_objects_are_kept(
     status = job_status(runtime, again)
     assert status.reasons.get("forgotten") == 1
     assert row["key"] not in set(ds.query("width > 0").table["key"].to_pylist())
+
+
+def test_one_change_at_a_time_and_a_retried_forget_takes_over_the_tombstones(
+        runtime, memory_worker, tmp_path):
+    import pytest
+
+    from autods.pipeline.mapjobs import ChangeInProgress
+
+    image_folder(tmp_path / "a", n_unique=4, seed0=400)
+    _build(runtime, tmp_path / "a", tmp_path / "pets")
+    keys = autods.open_dataset(str(tmp_path / "pets")).query("width > 0").table["key"] \
+        .to_pylist()
+    first = plan_forget(runtime, "pets", keys[:1])  # planned, not sent
+    with pytest.raises(ChangeInProgress, match=f"job {first.job_id}"):
+        plan_forget(runtime, "pets", keys[1:2])
+    with session_scope(runtime.engine) as db:  # the first one failed for good
+        db.get(Job, first.job_id).status = JobState.FAILED
+    retry = plan_forget(runtime, "pets", keys[:2])
+    assert retry.job_id != first.job_id
+    with session_scope(runtime.engine) as db:
+        assert set(db.scalars(select(Tombstone.job_id))) == {retry.job_id}
+    assert _run(runtime, retry.job_id).status == JobState.SUCCEEDED
+    v = autods.open_dataset(str(tmp_path / "pets")).version()
+    assert sorted(v.doc["tombstones"]) == sorted(keys[:2]) and v.num_samples == 2
