@@ -11,7 +11,7 @@ and leaves no row behind.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +31,9 @@ from autods.pipeline.runtime import Runtime
 from autods.pipeline.status import job_status
 from autods.rest_guard import MIN_TOKEN_CHARS, RequestGuard
 from autods.version import VERSION
+
+if TYPE_CHECKING:
+    from autods.dataset import Dataset as DatasetFiles
 
 _DATASET = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 # Printable text only: no NUL or other control characters in a source or output URL.
@@ -271,7 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             shards=[ShardOut(name=s.name, modality=s.modality, count=s.count, nbytes=s.nbytes,
                              sha256=s.sha256, url=files.store.uri(s.tar_key)) for s in shards])
 
-    def open_named(name: str):
+    def open_named(name: str) -> DatasetFiles:
         from autods.core.versions import DatasetNotFound
         from autods.dataset import Dataset as Files
 

@@ -203,7 +203,8 @@ def _with_location(summary: pa.Table) -> pa.Table:
     return summary
 
 
-def _empty(wanted: list[str], types: dict[str, str], con) -> pa.Table:
+def _empty(wanted: list[str], types: dict[str, str],
+           con: duckdb.DuckDBPyConnection) -> pa.Table:
     cols = ", ".join([f"NULL::VARCHAR AS {n}" for n in ("key", "shard")]
                      + [f"NULL::BIGINT AS {n}" for n in ("offset", "size")]
                      + [f"NULL::{types[c]} AS {_quote(c)}" for c in wanted])

@@ -22,7 +22,7 @@ import json
 import logging
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -189,7 +189,9 @@ def _summary_entry(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _entries(store: ObjectStore, shards: Iterable[ShardInfo],
-             fresh: dict[str, Fresh] | None = None):
+             fresh: dict[str, Fresh] | None = None
+             ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Each shard's name, ``manifest.parquet`` key and manifest summary."""
     for s in shards:
         known = (fresh or {}).get(s.name)
         manifest = known.manifest if known else json.loads(store.get(s.manifest_json_key))

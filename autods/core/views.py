@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,8 @@ def materialize(source: ObjectStore, version: Version, predicate: str, target: O
     return View(result, False, key)
 
 
-def _runs(shards: list[str], offsets: list[int], sizes: list[int]):
+def _runs(shards: list[str], offsets: list[int], sizes: list[int]
+          ) -> Iterator[tuple[str, int, int]]:
     """Adjacent byte ranges of one shard merged, so a run of neighbours is one read."""
     run: list[Any] | None = None
     for shard, offset, size in zip(shards, offsets, sizes, strict=True):
@@ -126,7 +128,7 @@ def _runs(shards: list[str], offsets: list[int], sizes: list[int]):
 
 
 def _copy_ranges(source: ObjectStore, version: Version, part: pa.Table, out: int,
-                 sha256) -> int:
+                 sha256: hashlib._Hash) -> int:
     """Append the rows' byte ranges to the file ``out``, hashing each while it is still in
     the cache; return how many bytes. ``hashlib`` and file I/O let go of the GIL, so the
     shards written side by side use every core."""

@@ -4,8 +4,10 @@ closes the job; or it fails."""
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from autods.core.records import JobState, ShardInfo
+from autods.core.storage import ObjectStore
 from autods.core.versions import (
     INDEX_KEY,
     DatasetNotFound,
@@ -66,7 +68,7 @@ def finalize_job(rt: Runtime, job_id: int) -> str:
     return INDEX_KEY
 
 
-def _latest(store) -> Version | None:
+def _latest(store: ObjectStore) -> Version | None:
     """The latest version, or the index a dataset had before versions existed."""
     try:
         return read_version(store)
@@ -81,7 +83,8 @@ def _info(s: Shard) -> ShardInfo:
                      extensions=s.info.get("extensions", []))
 
 
-def _next_shards(db, job: Job, dataset: Dataset, latest: Version | None) -> list[ShardInfo]:
+def _next_shards(db: Session, job: Job, dataset: Dataset, latest: Version | None
+                 ) -> list[ShardInfo]:
     """The shards of the version this job makes: the latest version's, and every complete
     shard of a finished build that no version lists and no rewrite replaced (a failed
     job's published batches, shards written before versions existed), with this job's
