@@ -196,7 +196,7 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
 7. **dataset** — 1,000,000 manifest rows in 1,000 shards published as a version:
    `open_dataset(...).query(...)` against DuckDB reading every `manifest.parquet` with the
    same predicate and columns, for a selective predicate (a label present in 1 % of the
-   shards; target >= 20x) and one every row matches (target >= 0.83x, i.e. no slower than
+   shards; target >= 20x) and one every row matches (target >= 0.834x, i.e. no slower than
    1.2x the scan); `get` by key over random keys (target: p95 under 50 ms); and
    `materialize` of 10 % of a 100-shard dataset against copying the same byte ranges with
    `os.pread` into one file (target >= 0.8x).
