@@ -68,6 +68,12 @@ class Predicate:
     tree: dict
     columns: frozenset[str]
 
+    def canonical(self) -> str:
+        """The parse tree as JSON, without source positions and with column names
+        lower-cased (DuckDB matches them without regard to case): equal for predicates
+        that differ only in spacing or in the case of their names."""
+        return json.dumps(_lower_columns(_strip(self.tree)), sort_keys=True)
+
     @property
     def clause(self) -> str:
         """The predicate in parentheses, to paste into SQL: the closing one on a line of
@@ -89,6 +95,17 @@ def _serialize(where: str) -> dict:
             "SELECT json_serialize_sql(?)", [f"SELECT * FROM {_TABLE} WHERE ({where}\n)"]
         ).fetchone()
     return json.loads(row[0])
+
+
+def _lower_columns(tree: Any) -> Any:
+    if isinstance(tree, list):
+        return [_lower_columns(v) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: _lower_columns(v) for k, v in tree.items()}
+    if out.get("class") == "COLUMN_REF":
+        out["column_names"] = [c.lower() for c in out.get("column_names", [])]
+    return out
 
 
 def _strip(tree: Any) -> Any:

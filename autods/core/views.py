@@ -48,22 +48,9 @@ class View:
     key: str
 
 
-def _canonical(node: Any) -> Any:
-    """The parse tree without source positions, column names lower-cased (DuckDB matches
-    them without regard to case)."""
-    if isinstance(node, dict):
-        out = {k: _canonical(v) for k, v in node.items() if not k.startswith("query_location")}
-        if out.get("class") == "COLUMN_REF":
-            out["column_names"] = [c.lower() for c in out.get("column_names", [])]
-        return out
-    if isinstance(node, list):
-        return [_canonical(v) for v in node]
-    return node
-
-
 def view_key(pred: Predicate, source_version: int | None) -> str:
     """The cache key of a view: its parsed predicate and its source version."""
-    doc = json.dumps([_canonical(pred.tree), source_version], sort_keys=True)
+    doc = json.dumps([pred.canonical(), source_version])
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
