@@ -253,18 +253,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except KeyError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}") from exc
 
-    @app.get("/datasets/{name}", response_model=DatasetOut, dependencies=auth,
-             tags=["datasets"], responses=_ERRORS)
-    def get_dataset(name: Annotated[str, Path(pattern=_DATASET)]) -> DatasetOut:
-        """The dataset's latest version: its shards (none before its first job publishes)."""
-        from autods.core.versions import DatasetNotFound
+    def files_of(name: str) -> tuple[str, DatasetFiles]:
+        """Where the dataset the database names ``name`` writes, and its files (404 if it
+        names none)."""
         from autods.dataset import Dataset as Files
 
         with session_scope(rt.engine) as db:
             url = db.scalar(select(Dataset.output_url).where(Dataset.name == name))
         if url is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {name}")
-        files = Files(rt.store(url))
+        return url, Files(rt.store(url))
+
+    def open_named(name: str) -> DatasetFiles:
+        """Its files, once it has a version (404 before)."""
+        from autods.core.versions import DatasetNotFound
+
+        _, files = files_of(name)
+        try:
+            files.version()
+        except DatasetNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {name} has no version "
+                                "yet") from exc
+        return files
+
+    @app.get("/datasets/{name}", response_model=DatasetOut, dependencies=auth,
+             tags=["datasets"], responses=_ERRORS)
+    def get_dataset(name: Annotated[str, Path(pattern=_DATASET)]) -> DatasetOut:
+        """The dataset's latest version: its shards (none before its first job publishes)."""
+        from autods.core.versions import DatasetNotFound
+
+        url, files = files_of(name)
         try:
             shards = files.version().shards
         except DatasetNotFound:
@@ -273,22 +291,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name=name, output_url=url, samples=sum(s.count for s in shards),
             shards=[ShardOut(name=s.name, modality=s.modality, count=s.count, nbytes=s.nbytes,
                              sha256=s.sha256, url=files.store.uri(s.tar_key)) for s in shards])
-
-    def open_named(name: str) -> DatasetFiles:
-        from autods.core.versions import DatasetNotFound
-        from autods.dataset import Dataset as Files
-
-        with session_scope(rt.engine) as db:
-            url = db.scalar(select(Dataset.output_url).where(Dataset.name == name))
-        if url is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {name}")
-        files = Files(rt.store(url))
-        try:
-            files.version()
-        except DatasetNotFound as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {name} has no version "
-                                "yet") from exc
-        return files
 
     @app.get("/datasets/{name}/versions", response_model=list[VersionOut], dependencies=auth,
              tags=["datasets"], responses=_ERRORS)
