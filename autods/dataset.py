@@ -49,10 +49,6 @@ class Dataset:
     def version(self, number: int | None = None) -> Version:
         return read_version(self.store, number)
 
-    @property
-    def name(self) -> str:
-        return self.version().doc.get("name", "")
-
     def versions(self) -> list[dict[str, Any]]:
         """One row per version, oldest first (an index from before versions: one row)."""
         numbers = list_versions(self.store)

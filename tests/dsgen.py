@@ -9,7 +9,7 @@ import random
 from autods.core.records import ShardInfo, ShardSample
 from autods.core.shard import write_shard
 from autods.core.storage import ObjectStore
-from autods.core.versions import Version, latest_version, write_version
+from autods.core.versions import Version, list_versions, read_version, write_version
 
 LABELS = ("cat", "dog", "bird", "fish")
 
@@ -44,6 +44,6 @@ def write_dataset(store: ObjectStore, n_shards: int, per_shard: int, seed: int =
         samples = [sample(s * per_shard + i, rng, labelled=labelled) for i in range(per_shard)]
         infos.append(write_shard(samples, f"shard-{s:06d}", store,
                                  {"dataset": name, "job": job, "modality": "text"}))
-    parent = latest_version(store)
+    parent = read_version(store) if list_versions(store) else None
     shards = list(parent.shards) + infos if parent else infos
     return write_version(store, name, shards, parent, job=job, kind="build")

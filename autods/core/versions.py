@@ -176,11 +176,6 @@ def read_version(store: ObjectStore, number: int | None = None) -> Version:
     raise DatasetNotFound(f"no dataset index at {store.url}")
 
 
-def latest_version(store: ObjectStore) -> Version | None:
-    numbers = list_versions(store)
-    return read_version(store, numbers[-1]) if numbers else None
-
-
 def _summary_entry(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"num_samples": manifest["num_samples"],
             "schema_version": manifest.get("schema_version", 1),
