@@ -160,7 +160,9 @@ def run_query(store: ObjectStore, version: Version, predicate: str | Predicate, 
                            **shards.columns})
     _check(pred, {**types, **_RESERVED_TYPES})
     wanted = _select_columns(columns, types)
-    parts = [part(f, p) for f in _actual(pred.columns, types) for p in PARTS]
+    referenced = _actual(pred.columns, types)
+    needed = {*referenced, *wanted}  # every column the SQL below names
+    parts = [part(f, p) for f in referenced for p in PARTS]
     parts += [part(f, "kind") for f in wanted]
     summary = shards.read(["shard", "manifest_parquet", "num_samples", *parts])
     reads_location = any(c in _RESERVED_TYPES for c in pred.columns)
@@ -168,8 +170,7 @@ def run_query(store: ObjectStore, version: Version, predicate: str | Predicate, 
     picked = summary.filter(pa.array(mask))
     survivors = list(zip(picked["shard"].to_pylist(), picked["manifest_parquet"].to_pylist(),
                          strict=True))
-    present = {f for f in {*_actual(pred.columns, types), *wanted}
-               if part(f, "kind") in picked.column_names
+    present = {f for f in needed if part(f, "kind") in picked.column_names
                and pc.any(pc.is_valid(picked[part(f, "kind")])).as_py()}
     if limits is not None:
         limit = min(limit or limits.max_rows, limits.max_rows)
@@ -177,9 +178,8 @@ def run_query(store: ObjectStore, version: Version, predicate: str | Predicate, 
     paths = {str(store.local_path(key)): name for name, key in survivors} if local else {}
     con = _connection(list(paths), limits)
     try:
-        missing = ({*_actual(pred.columns, types), *wanted} & set(types)) - present
-        table = _read(store, con, survivors, paths, types, missing, pred, wanted, limit,
-                      limits)
+        table = _read(store, con, survivors, paths, types, needed - present, pred, wanted,
+                      limit, limits)
     finally:
         con.close()
     explain = Explain(summary.num_rows, summary.num_rows - len(survivors), len(survivors),
