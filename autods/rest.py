@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import select, text
 
 from autods.config import Settings
+from autods.core.embed import WeightsUnavailable
+from autods.core.filters import Filters
 from autods.core.records import JobRefused, OutputConflict, SourceDenied, SourceNotFound
 from autods.core.s3events import parse_notification
 from autods.core.sources import BUCKET_PATTERN
@@ -58,6 +60,7 @@ class Error(BaseModel):
 
 _ERRORS = {code: {"model": Error} for code in (400, 401, 403, 404, 409, 413, 422)}
 _REFUSAL_STATUS = ((OutputConflict, status.HTTP_409_CONFLICT),
+                   (WeightsUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
                    (SourceNotFound, status.HTTP_404_NOT_FOUND),
                    (SourceDenied, status.HTTP_403_FORBIDDEN))
 
@@ -72,6 +75,16 @@ class Options(BaseModel):
     shard_size: int | None = Field(default=None, ge=1, le=1_000_000)
     near_k: int | None = Field(default=None, ge=0, le=15)
     resize: int | None = Field(default=None, ge=16, le=16_384)
+    text_near: bool | None = None
+    minhash_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    semantic_texts: bool | None = None
+    semantic_images: bool | None = None
+    semantic_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    filters: Filters | None = Field(default=None, description=(
+        "Quality filters: the same bounds as the CLI options and the YAML file"))
+    split: str | None = Field(default=None, pattern=r"^\d*\.?\d+(,\d*\.?\d+){1,2}$",
+                              description="train,val[,test] fractions, e.g. 0.8,0.1,0.1")
+    stratify: bool | None = None
 
 
 def _job_request(settings: Settings) -> type[BaseModel]:
@@ -176,6 +189,27 @@ class ExplainOut(BaseModel):
     rows: int
 
 
+class FateOut(BaseModel):
+    """What became of one input of one job (``autods why``)."""
+
+    job: int
+    ordinal: int
+    uri: str
+    key: str | None = None
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    rule: str | None = None
+    score: float | None = None
+    shard: str | None = None
+    version: int | None = None
+    kept_uri: str | None = None
+    kept_key: str | None = None
+    kept_shard: str | None = None
+    split: str | None = None
+    summary: str
+
+
 class QueryOut(BaseModel):
     """The matching samples: ``key``, ``shard``, ``offset``, ``size`` and the columns asked
     for, per row."""
@@ -232,8 +266,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def post_job(req) -> JobAccepted:
         from autods.tasks.canvas import start_job
 
-        options = JobOptions.from_settings(rt.settings, **req.options.model_dump())
         try:
+            options = JobOptions.from_settings(rt.settings, **req.options.model_dump())
             job_id = start_job(rt, req.sources, req.dataset, options,
                                output_url=req.output_url)
         except JobRefused as exc:
@@ -296,6 +330,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              tags=["datasets"], responses=_ERRORS)
     def get_versions(name: Annotated[str, Path(pattern=_DATASET)]) -> list[VersionOut]:
         return [VersionOut(**v) for v in open_named(name).versions()]
+
+    @app.get("/datasets/{name}/why", response_model=list[FateOut], dependencies=auth,
+             tags=["datasets"], responses=_ERRORS)
+    def why_dataset(
+        name: Annotated[str, Path(pattern=_DATASET)],
+        ref: Annotated[str, Query(min_length=1, max_length=2048, pattern=r"^[^\x00]*$",
+                                  description="A sample key (content hash) or an input URI")],
+    ) -> list[FateOut]:
+        """Every job's verdict on the input: published (where), rejected, filtered, or
+        dropped as a duplicate of a kept sample (rule and score); 404 when none met it."""
+        from autods.pipeline.explain import explain
+
+        fates = explain(rt, name, ref)
+        if not fates:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"nothing in {name} is {ref!r}")
+        return [FateOut(**f.as_dict(), summary=f.sentence()) for f in fates]
 
     @app.get("/datasets/{name}/query", response_model=QueryOut, dependencies=auth,
              tags=["datasets"], responses=_ERRORS)

@@ -22,6 +22,9 @@ MODULES = {
     "scale": "bench.scale",
     "shard": "bench.shard",
     "dataset": "bench.dataset",
+    "textdedup": "bench.textdedup",
+    "semantic": "bench.semantic",
+    "neardup": "bench.neardup",
 }
 REPO = Path(__file__).resolve().parent.parent
 

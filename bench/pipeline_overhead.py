@@ -63,7 +63,7 @@ def _process_item(job: tuple[int, str]):
     except Rejected as exc:
         return ordinal, None, exc.reason.value
     return ordinal, sha, (info.ext, feats.phash, feats.width, feats.height, feats.format,
-                          feats.mode, feats.nbytes)
+                          feats.mode, feats.nbytes, feats.check)
 
 
 def _write_group(job: tuple[str, str, list[tuple]]) -> int:
@@ -93,15 +93,15 @@ def _write_group(job: tuple[str, str, list[tuple]]) -> int:
 
 def pool_pipeline(pool, uris: list[str], out: Path, shard_size: int, near_k: int) -> int:
     """The whole job on a process pool; returns how many samples were published."""
-    from autods.core.dedup import Candidate, NearIndex, resolve
+    from autods.core.dedup import Candidate, ImageNearRule, resolve
     from autods.core.records import ItemStatus
 
     results = pool.map(_process_item, list(enumerate(uris)), chunksize=64)
     ok = [(o, sha, facts) for o, sha, facts in results if sha is not None]
     asset_ids: dict[str, int] = {}
-    candidates = [Candidate(o, o, asset_ids.setdefault(sha, len(asset_ids)), facts[1])
-                  for o, sha, facts in ok]
-    verdicts = resolve(candidates, {}, NearIndex(near_k))
+    candidates = [Candidate(o, o, asset_ids.setdefault(sha, len(asset_ids)), facts[1],
+                            check=facts[7]) for o, sha, facts in ok]
+    verdicts = resolve(candidates, {}, [ImageNearRule(near_k)])
     kept = {v.item_id for v in verdicts if v.status == ItemStatus.PUBLISHED}
     survivors = [(o, uris[o], sha, facts) for o, sha, facts in ok if o in kept]
     groups: dict[str, list] = {}

@@ -275,15 +275,23 @@ def near_duplicate_bytes(img: Image.Image, max_distance: int = 2) -> bytes:
     """JPEG bytes of a near duplicate of ``img``.
 
     A pHash bit flips whenever two DCT coefficients straddle the median, so no fixed edit
-    is safe for every image; the strongest edit whose hash stays within ``max_distance``
-    bits wins, falling back to a plain high-quality re-encode.
+    is safe for every image; the strongest edit whose hash and whose second perceptual
+    hash (the vertical dHash near-duplicate checks confirm with) both stay within
+    ``max_distance`` bits wins, falling back to a plain high-quality re-encode.
     """
+    from autods.core.hashing import hamming as signed_hamming
+    from autods.core.hashing import image_features
+
     rgb = img.convert("RGB")
     target = phash(rgb)
+    lossless = io.BytesIO()
+    rgb.save(lossless, format="PNG")
+    check = image_features(lossless.getvalue()).check
     data = b""
     for crop, gain, quality in _NEAR_VARIANTS:
         data = _perturb(rgb, crop, gain, quality)
-        if hamming(phash(Image.open(io.BytesIO(data))), target) <= max_distance:
+        if (hamming(phash(Image.open(io.BytesIO(data))), target) <= max_distance
+                and signed_hamming(image_features(data).check, check) <= max_distance):
             return data
     log.debug("no edit kept the hash within %d bits; returning a plain re-encode", max_distance)
     return data

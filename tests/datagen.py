@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -62,9 +63,27 @@ def image_folder(root: Path, n_unique: int, n_exact: int = 0, n_near: int = 0,
 
 
 def texts_file(path: Path, n: int, duplicate: bool = True) -> dict[str, str]:
-    """A JSONL of texts; returns sha256 -> text of the distinct ones."""
-    rows = [{"text": f"text record {i} about shapes", "license": "CC0-1.0"} for i in range(n)]
+    """A JSONL of real texts (paragraphs of Python's documentation, distinct by every text
+    rule: no two are near or semantic duplicates), the first repeated at the end; returns
+    sha256 -> text of the distinct ones."""
+    rows = [{"text": text, "license": "CC0-1.0"} for text in _paragraphs(n)]
     if duplicate and rows:
         rows.append(dict(rows[0]))
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {hashlib.sha256(r["text"].encode()).hexdigest(): r["text"] for r in rows}
+
+
+@functools.cache
+def _all_paragraphs(n: int) -> tuple[str, ...]:
+    from autods.core.textdedup import TextMinHasher
+    from bench.textdata import distinct, paragraphs
+
+    # Consecutive docstrings of one module can say nearly the same thing in other words:
+    # every other distinct paragraph keeps them apart for the sentence model too.
+    return tuple(distinct(paragraphs(n * 6), TextMinHasher())[::2][:n])
+
+
+def _paragraphs(n: int) -> list[str]:
+    found = _all_paragraphs(max(n, 32))
+    assert len(found) >= n, f"only {len(found)} distinct paragraphs"
+    return list(found[:n])

@@ -21,6 +21,7 @@ def local_settings(root: Path, **clip) -> Settings:
     settings.broker.url = "memory://localhost/"
     settings.broker.result_backend = "cache+memory://"
     settings.clip.model = "autods-tiny-vit"
+    settings.clip.pretrained = "random"
     settings.clip.device = "cpu"
     settings.clip.torch_threads = 1
     settings.pipeline.chunk_size = 4

@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample"
-ENV = {"AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_PIPELINE_CHUNK_SIZE": "8",
+ENV = {"AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_CLIP_PRETRAINED": "random",
+       "AUTODS_PIPELINE_CHUNK_SIZE": "8",
        "AUTODS_PIPELINE_BATCH_SIZE": "16"}
 
 

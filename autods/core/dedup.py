@@ -4,28 +4,46 @@ Which member of a duplicate group survives never depends on timing: candidates a
 in the job's input order and compared only with what is already published (earlier
 batches, earlier jobs) or earlier in this batch. A re-run, a resumed run and a run with more
 workers therefore publish the same samples.
+
+Exact identity (sha256) is checked first, then each of the job's rules in turn (near
+images, normalised and near texts, semantic); the first rule that matches drops the
+candidate, and a candidate that survives them all is published and added to every rule's
+index, so the candidates after it are compared with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 from itertools import combinations
 from math import comb
 from operator import is_not
+from typing import Any, Protocol
+
+import numpy as np
 
 from autods.core.hashing import hamming
 from autods.core.records import ItemStatus
 
+#: Every rule's name; a dropped item's ``dedup_rule`` text starts with one.
+RULES = ("sha256", "text_normalized", "phash", "minhash", "semantic")
+
 
 @dataclass(slots=True)
 class Candidate:
-    """An ingested item waiting for its verdict."""
+    """An ingested item waiting for its verdict, with the features its rules compare:
+    ``check`` is the second perceptual hash of an image, ``text_sha256`` the hash of its
+    normalised text, ``minhash`` its MinHash signature, ``vector`` its embedding."""
 
     item_id: int
     ordinal: int
     asset_id: int
     phash: int | None
+    check: int | None = None
+    text_sha256: str | None = None
+    minhash: np.ndarray | None = None
+    vector: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -34,6 +52,26 @@ class Verdict:
     status: ItemStatus
     duplicate_of: int | None = None
     rule: str | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What a rule found: the kept item, the rule's explanation, its measured score."""
+
+    ref: int
+    rule: str
+    score: float
+
+
+class Rule(Protocol):
+    """A duplicate rule over the published samples of a dataset (and earlier candidates)."""
+
+    status: ItemStatus
+
+    def match(self, cand: Candidate) -> Match | None: ...
+
+    def add(self, cand: Candidate) -> None: ...
 
 
 _MASK64 = (1 << 64) - 1
@@ -160,13 +198,19 @@ class NearIndex:
 
     def nearest(self, phash: int) -> tuple[int, int] | None:
         """(ref, distance) of the closest indexed hash within k; ties go to the lowest ref."""
+        found = self.within(phash)
+        return min(found, key=lambda f: (f[1], f[0])) if found else None
+
+    def within(self, phash: int) -> list[tuple[int, int]]:
+        """(ref, distance) of every indexed hash within k, each once."""
         unsigned = phash & _MASK64
-        best: tuple[int, int] | None = None  # (distance, ref)
+        found: dict[int, int] = {}
         for ref in self._candidates(unsigned):
-            distance = hamming(unsigned, self._hashes[ref])
-            if distance <= self.k and (best is None or (distance, ref) < best):
-                best = (distance, ref)
-        return None if best is None else (best[1], best[0])
+            if ref not in found:
+                distance = hamming(unsigned, self._hashes[ref])
+                if distance <= self.k:
+                    found[ref] = distance
+        return list(found.items())
 
     def _candidates(self, phash: int) -> list[int]:
         """The refs a lookup compares: a superset of those within k (a ref may recur)."""
@@ -185,32 +229,140 @@ class NearIndex:
         return bands
 
 
+class ImageNearRule:
+    """pHash within the candidate radius, confirmed by the second hash
+    (``autods.core.nearimage``): wide enough to find resized and recompressed copies,
+    confirmed so that distinct pictures with close pHashes are not dropped."""
+
+    status = ItemStatus.NEAR_DUPLICATE
+
+    def __init__(self, k: int) -> None:
+        from autods.core import nearimage
+
+        self.k = k
+        self._rule = nearimage
+        self.index = NearIndex(nearimage.candidate_radius(k))
+        self._checks: dict[int, int | None] = {}
+
+    def add_published(self, ref: int, phash: int, check: int | None) -> None:
+        self.index.add(ref, phash)
+        self._checks[ref] = check
+
+    def match(self, cand: Candidate) -> Match | None:
+        if cand.phash is None:
+            return None
+        best: tuple[float, int, str] | None = None
+        for ref, distance in self.index.within(cand.phash):
+            verdict = self._rule.confirm(distance, cand.check, self._checks[ref], self.k)
+            if verdict is not None:
+                score, text = verdict
+                if best is None or (score, ref) < (best[0], best[1]):
+                    best = (score, ref, text)
+        return None if best is None else Match(best[1], best[2], best[0])
+
+    def add(self, cand: Candidate) -> None:
+        if cand.phash is not None:
+            self.add_published(cand.item_id, cand.phash, cand.check)
+
+
+class TextExactRule:
+    """Texts equal after Unicode and whitespace normalisation."""
+
+    status = ItemStatus.EXACT_DUPLICATE
+
+    def __init__(self, published: dict[str, int] | None = None) -> None:
+        self.kept = dict(published or {})
+
+    def match(self, cand: Candidate) -> Match | None:
+        ref = self.kept.get(cand.text_sha256) if cand.text_sha256 else None
+        return None if ref is None else Match(ref, "text_normalized", 1.0)
+
+    def add(self, cand: Candidate) -> None:
+        if cand.text_sha256:
+            self.kept.setdefault(cand.text_sha256, cand.item_id)
+
+
+class TextNearRule:
+    """MinHash LSH over word shingles: estimated Jaccard at or above the threshold."""
+
+    status = ItemStatus.NEAR_DUPLICATE
+
+    def __init__(self, index: Any) -> None:
+        self.index = index  # autods.core.textdedup.TextNearIndex
+
+    def match(self, cand: Candidate) -> Match | None:
+        if cand.minhash is None:
+            return None
+        found = self.index.nearest(cand.minhash)
+        if found is None:
+            return None
+        ref, similarity = found
+        return Match(ref, self.index.hasher.rule(similarity), similarity)
+
+    def add(self, cand: Candidate) -> None:
+        if cand.minhash is not None:
+            self.index.add(cand.item_id, cand.minhash)
+
+
+class SemanticRule:
+    """Embedding cosine at or above the threshold, through an approximate index.
+
+    ``published`` holds the refs of the (persisted, possibly stale) index that are
+    published samples; the index's other refs are passed over. None trusts every ref."""
+
+    status = ItemStatus.SEMANTIC_DUPLICATE
+
+    def __init__(self, index: Any, threshold: float, published: set[int] | None = None) -> None:
+        self.index = index  # autods.core.semantic.SemanticIndex
+        self.threshold = threshold
+        self.published = published
+        self.allowed = None if published is None else published.__contains__
+
+    def match(self, cand: Candidate) -> Match | None:
+        if cand.vector is None:
+            return None
+        from autods.core.semantic import duplicate_of, semantic_rule
+
+        found = duplicate_of(self.index, cand.vector, self.threshold, allowed=self.allowed)
+        if found is None:
+            return None
+        ref, similarity = found
+        return Match(ref, semantic_rule(similarity, self.threshold), similarity)
+
+    def add(self, cand: Candidate) -> None:
+        if cand.vector is not None:
+            self.index.add(cand.item_id, cand.vector)
+            if self.published is not None:
+                self.published.add(cand.item_id)
+
+
 def resolve(
     candidates: list[Candidate],
     published_assets: dict[int, int],
-    near_index: NearIndex | None,
+    rules: Sequence[Rule] = (),
 ) -> list[Verdict]:
     """Decide every candidate's fate.
 
     ``published_assets`` maps asset id -> the item that published it (exact duplicates);
-    ``near_index`` holds published items' pHashes by item id (None disables near dedup).
-    Both are updated as candidates are published, so later candidates see earlier ones.
+    ``rules`` hold what is already published. Both are updated as candidates are
+    published, so later candidates see earlier ones.
     """
     verdicts: list[Verdict] = []
     for cand in sorted(candidates, key=lambda c: c.ordinal):
         kept = published_assets.get(cand.asset_id)
         if kept is not None:
-            verdicts.append(Verdict(cand.item_id, ItemStatus.EXACT_DUPLICATE, kept, "sha256"))
+            verdicts.append(Verdict(cand.item_id, ItemStatus.EXACT_DUPLICATE, kept, "sha256",
+                                    1.0))
             continue
-        if near_index is not None and cand.phash is not None:
-            match = near_index.nearest(cand.phash)
-            if match is not None:
-                ref, distance = match
-                rule = f"phash_hamming={distance}<={near_index.k}"
-                verdicts.append(Verdict(cand.item_id, ItemStatus.NEAR_DUPLICATE, ref, rule))
-                continue
-        published_assets[cand.asset_id] = cand.item_id
-        if near_index is not None and cand.phash is not None:
-            near_index.add(cand.item_id, cand.phash)
-        verdicts.append(Verdict(cand.item_id, ItemStatus.PUBLISHED))
+        for rule in rules:
+            found = rule.match(cand)
+            if found is not None:
+                verdicts.append(Verdict(cand.item_id, rule.status, found.ref, found.rule,
+                                        found.score))
+                break
+        else:
+            published_assets[cand.asset_id] = cand.item_id
+            for rule in rules:
+                rule.add(cand)
+            verdicts.append(Verdict(cand.item_id, ItemStatus.PUBLISHED))
     return verdicts

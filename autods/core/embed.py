@@ -1,14 +1,18 @@
 """CLIP embeddings with open_clip, batched, decoding overlapped with inference.
 
 The model name, weights (an open_clip pretrained tag or a local checkpoint path) and device
-are configuration. With no weights configured the model is randomly initialised: the same
-loading and inference code runs, which is what machines without a model download can test.
+are configuration. Weights that cannot be had stop a job before any work
+(``check_weights``); a randomly initialised model is built only when ``random`` is asked
+for: the same loading and inference code runs, which is what machines without a model
+download can test.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import socket
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,10 +21,81 @@ import numpy as np
 from PIL import Image
 
 from autods.core.hashing import flatten_alpha, to_grayscale
+from autods.core.records import JobRefused
 
 log = logging.getLogger(__name__)
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
+#: ``pretrained`` asking for a randomly initialised model.
+RANDOM = "random"
+
+
+class WeightsUnavailable(JobRefused):  # noqa: N818 - a verdict on a request
+    """The configured CLIP weights are neither cached, nor a file, nor downloadable."""
+
+    def __init__(self, model: str, pretrained: str, why: str) -> None:
+        super().__init__(
+            f"CLIP weights {pretrained!r} for {model} unavailable ({why}): set "
+            f"AUTODS_CLIP_PRETRAINED to a local checkpoint path (or a cached open_clip "
+            f"tag), or build with --no-embed")
+
+
+def check_weights(model: str, pretrained: str) -> str:
+    """Where the weights will load from: a path, a cache entry, or a fresh download.
+
+    Called when a job is planned, so a job whose weights cannot be had fails in one line
+    before any work rather than in every embed task. The cache is looked at first, and a
+    download is tried only when the hub's host resolves: without a network, open_clip's
+    own retries would take about a minute to give up.
+    """
+    if pretrained == RANDOM:
+        return RANDOM
+    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin",
+                                                         ".safetensors")):
+        if not Path(pretrained).is_file():
+            raise WeightsUnavailable(model, pretrained, "no such file")
+        return pretrained
+    open_clip, _ = _require_open_clip()
+    open_clip.add_model_config(_CONFIG_DIR)
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not cfg:
+        tags = ", ".join(t for m, t in open_clip.list_pretrained() if m == model) or "none"
+        raise WeightsUnavailable(model, pretrained, f"not a tag of this model; its tags: {tags}")
+    cached = _cached_weights(cfg)
+    if cached:
+        return cached
+    host = "huggingface.co" if cfg.get("hf_hub") else (cfg.get("url") or "").split("/")[2]
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        raise WeightsUnavailable(model, pretrained, f"not cached, and {host}: {exc}") from exc
+    from open_clip.pretrained import download_pretrained
+
+    try:
+        return download_pretrained(cfg)
+    except (OSError, RuntimeError) as exc:
+        raise WeightsUnavailable(model, pretrained, str(exc).splitlines()[0][:200]) from exc
+
+
+def _cached_weights(cfg: dict) -> str | None:
+    """The cached file open_clip would load for this pretrained config, if any."""
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (
+            hub.rstrip("/"), "open_clip_pytorch_model.bin")
+        stem = filename.rsplit(".", 1)[0]
+        names = ["open_clip_model.safetensors" if stem == "open_clip_pytorch_model"
+                 else f"{stem}.safetensors", filename]
+        for name in names:
+            found = try_to_load_from_cache(repo, name)
+            if isinstance(found, str):
+                return found
+        return None
+    url = cfg.get("url", "")
+    local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+    return str(local) if url and local.is_file() else None
 
 
 def _require_open_clip():
@@ -69,18 +144,20 @@ class ClipEmbedder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         precision = "fp16" if self.device.startswith("cuda") else "fp32"
-        if not pretrained:
-            log.warning("no CLIP weights configured (AUTODS_CLIP_PRETRAINED): %s is randomly "
-                        "initialised, embeddings carry no meaning", model)
+        random_init = pretrained in ("", RANDOM)
+        if random_init:
+            log.warning("CLIP %s with random weights (AUTODS_CLIP_PRETRAINED=random): "
+                        "embeddings carry no meaning", model)
             # Every worker process must draw the same random model, or vectors of one
             # dataset would come from different models.
             torch.manual_seed(0)
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            model, pretrained=pretrained or None, precision=precision, device=self.device,
+            model, pretrained=None if random_init else pretrained, precision=precision,
+            device=self.device,
         )
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
-        self.name = f"{model}:{pretrained or 'random-init'}"
+        self.name = f"{model}:{'random-init' if random_init else pretrained}"
         # 0 picks per device: a GPU wants large batches to fill it, while on CPU a batch of
         # 16 keeps activations in cache and ran 9-20 % faster than 64 (docs/benchmarks.md).
         self.batch_size = batch_size or (64 if self.device.startswith("cuda") else 16)

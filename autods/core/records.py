@@ -19,14 +19,17 @@ class Modality(StrEnum):
 
 
 class ItemStatus(StrEnum):
-    """Lifecycle of one job input; the last four are final."""
+    """Lifecycle of one job input; all but the first two are final. ``filtered`` is good input
+    that a job's quality filters turned away (the reason names the filter)."""
 
     PENDING = "pending"
     INGESTED = "ingested"
     FAILED = "failed"
+    FILTERED = "filtered"
     PUBLISHED = "published"
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
+    SEMANTIC_DUPLICATE = "semantic_duplicate"
 
 
 class JobState(StrEnum):
@@ -76,6 +79,7 @@ class Reason(StrEnum):
     FORGOTTEN = "forgotten"  # content forgotten from the dataset on request (a tombstone)
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
+    SEMANTIC_DUPLICATE = "semantic_duplicate"
 
 
 class Rejected(Exception):  # noqa: N818 - a verdict on input, not an error in autods
@@ -168,6 +172,8 @@ class ImageFeatures:
     format: str
     mode: str
     nbytes: int
+    # A second perceptual hash of the same thumbnail (``autods.core.nearimage``).
+    check: int | None = None
 
 
 @dataclass(slots=True)

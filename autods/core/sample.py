@@ -22,7 +22,8 @@ from autods.core.records import Modality, ShardSample
 from autods.core.schema import SAMPLE, extra_column
 
 #: Fields of the ``.json`` member that are "" rather than null when absent.
-_TEXT_FIELDS = ("source", "license", "format", "mode", "label", "label_model", "caption")
+_TEXT_FIELDS = ("source", "license", "format", "mode", "label", "label_model", "caption",
+                "split", "embedding_model", "language")
 #: Manifest fields that differ between runs and so stay out of the ``.json`` member.
 _RUN_FIELDS = ("job", "ingested_at")
 
@@ -53,6 +54,9 @@ class SampleRecord:
     label_name: str | None = None
     confidence: float | None = None
     label_model: str | None = None
+    split: str | None = None
+    embedding_model: str | None = None
+    language: str | None = None
 
     @property
     def key(self) -> str:
@@ -80,6 +84,8 @@ def build_sample(rec: SampleRecord, data: bytes, *, vector: np.ndarray | None = 
         "phash": f"{rec.phash & 0xFFFFFFFFFFFFFFFF:016x}" if rec.phash is not None else None,
         "has_caption": bool(rec.caption), "ordinal": rec.ordinal, "job": rec.job_id,
         "ingested_at": rec.ingested_at.isoformat() if rec.ingested_at else None,
+        "split": rec.split, "language": rec.language,
+        "embedding_model": rec.embedding_model if vector is not None else None,
     }
     if labelled:
         has_label = rec.label is not None

@@ -78,8 +78,9 @@ def _f(name: str, type_: str, aggregate: Aggregate | None, since: int = 1) -> Fi
 #: The image/text sample every build writes. Version 1 is what shards were written with
 #: before schemas were declared (label fields only in labelled shards, no caption text);
 #: version 2 writes every field in every shard (label fields null when a job does not
-#: label) and adds the caption text.
-SAMPLE = SampleSchema("autods.sample", 2, (
+#: label) and adds the caption text. Version 3 adds the split, the model of the sample's
+#: vector and a text's detected language.
+SAMPLE = SampleSchema("autods.sample", 3, (
     _f("sha256", "string", None),
     _f("uri", "string", None),
     _f("phash", "string", None),
@@ -100,6 +101,9 @@ SAMPLE = SampleSchema("autods.sample", 2, (
     _f("confidence", "float64", "numeric"),
     _f("label_model", "string", "categorical"),
     _f("caption", "string", None, since=2),
+    _f("split", "string", "categorical", since=3),
+    _f("embedding_model", "string", "categorical", since=3),
+    _f("language", "string", "categorical", since=3),
 ))
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -43,6 +44,9 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     output_url: Mapped[str] = mapped_column(Text)
     near_k: Mapped[int] = mapped_column(Integer, default=4)
+    # The pHash distance the band index answers for (radius + 1 exact bands): the wider
+    # candidate radius that a second check confirms; near_k for datasets made before it.
+    band_k: Mapped[int | None] = mapped_column(Integer)
     next_shard_no: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -166,6 +170,10 @@ class Item(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     duplicate_of: Mapped[int | None] = mapped_column(BigInteger)
     dedup_rule: Mapped[str | None] = mapped_column(String(60))
+    # The rule's measured similarity (pHash distance, Jaccard, cosine) to what it duplicates.
+    dedup_score: Mapped[float | None] = mapped_column(Float)
+    # train / val / test, decided once when the item is published and never again.
+    split: Mapped[str | None] = mapped_column(String(10))
     shard_name: Mapped[str | None] = mapped_column(String(100))
     ingested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -181,6 +189,13 @@ class Feature(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     format: Mapped[str | None] = mapped_column(String(10))
     mode: Mapped[str | None] = mapped_column(String(10))
+    # A second perceptual hash of the same thumbnail, confirming wide-radius pHash matches.
+    check_hash: Mapped[int | None] = mapped_column(BigInteger)
+    # Texts: sha256 of the normalised text, MinHash signature, detected language.
+    text_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    minhash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    language: Mapped[str | None] = mapped_column(String(8))
+    language_score: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(String(40))
     error_detail: Mapped[str | None] = mapped_column(Text)
     embedding_key: Mapped[str | None] = mapped_column(Text)
@@ -192,6 +207,18 @@ class PhashBand(Base):
     """The near-duplicate band index: hashes within distance k share one (band, value)."""
 
     __tablename__ = "phash_bands"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    band_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), primary_key=True)
+
+
+class MinhashBand(Base):
+    """The text near-duplicate LSH index: texts likely above the Jaccard threshold share
+    one (band, value)."""
+
+    __tablename__ = "minhash_bands"
 
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
     band_no: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,4 +1,6 @@
-"""Embed: CLIP vectors for a chunk's new assets, one ``.npy`` matrix per chunk and modality."""
+"""Embed: a vector for each of a chunk's new assets, one ``.npy`` matrix per chunk and
+modality: CLIP for images, the sentence model for texts. Then the job's CLIP
+image-caption floor, the one quality filter that needs the vectors."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import io
 import numpy as np
 from sqlalchemy import select, update
 
+from autods.core import filters as quality
 from autods.core.records import ItemStatus, Modality
 from autods.db.models import Asset, Feature, Item
 from autods.db.session import session_scope
@@ -34,10 +37,11 @@ def embed(rt: Runtime, work: ChunkWork) -> dict[str, int]:
         if not assets:
             continue
         blobs = [store.get(key) for _, key in assets]
-        embedder = rt.embedder
         if modality == Modality.IMAGE:
+            embedder = rt.embedder
             matrix = embedder.embed_images(blobs)
         else:
+            embedder = rt.text_embedder
             matrix = embedder.embed_texts([b.decode("utf-8") for b in blobs])
         key = (f"embeddings/{work.dataset_id}/{work.job_id}/"
                f"{work.chunk_no:06d}-{modality.value}.npy")
@@ -52,4 +56,45 @@ def embed(rt: Runtime, work: ChunkWork) -> dict[str, int]:
                       conflict=("asset_id",))
         if updates:
             db.execute(update(Feature), updates)
-    return {"embedded": len(updates)}
+        spec = quality.Filters.model_validate(work.options.filters or {})
+        filtered = _clip_floor(rt, db, work, spec) if spec.needs_clip else 0
+    return {"embedded": len(updates), "filtered": filtered}
+
+
+def load_vectors(store, refs: list[tuple[str, int]]) -> np.ndarray:
+    """The rows ``(embedding_key, row)`` of the stored matrices, each matrix read once."""
+    matrices: dict[str, np.ndarray] = {}
+    rows = []
+    for key, row in refs:
+        if key not in matrices:
+            matrices[key] = np.load(io.BytesIO(store.get(key)))
+        rows.append(matrices[key][row])
+    return np.stack(rows) if rows else np.zeros((0, 0), np.float16)
+
+
+def _clip_floor(rt: Runtime, db, work: ChunkWork, spec: quality.Filters) -> int:
+    """Filter the chunk's captioned images whose caption is further from the image than
+    the floor (cosine of CLIP vectors). An image without a caption is not judged here:
+    ``min_caption_len`` is the bound for that."""
+    rows = db.execute(
+        select(Item.id, Item.caption, Feature.embedding_key, Feature.embedding_row)
+        .join(Feature, Feature.asset_id == Item.asset_id)
+        .where(in_chunk(Item, work), Item.status == ItemStatus.INGESTED,
+               Item.modality == Modality.IMAGE, Item.caption.is_not(None),
+               Item.caption != "", Feature.embedding_key.is_not(None))
+        .order_by(Item.ordinal)
+    ).all()
+    if not rows:
+        return 0
+    images = load_vectors(rt.store(), [(r.embedding_key, r.embedding_row) for r in rows])
+    captions = rt.embedder.embed_texts([r.caption for r in rows])
+    scores = (images.astype(np.float32) * captions.astype(np.float32)).sum(axis=1)
+    verdicts = []
+    for r, score in zip(rows, scores, strict=True):
+        failed = quality.check_clip(spec, float(score))
+        if failed is not None:
+            verdicts.append({"id": r.id, "status": ItemStatus.FILTERED,
+                             "reason": failed.reason, "detail": failed.detail})
+    if verdicts:
+        db.execute(update(Item), verdicts)
+    return len(verdicts)

@@ -1,12 +1,15 @@
-"""Preprocess: pHash and image facts per asset, and the asset's rows in the band index."""
+"""Preprocess: per asset the features dedup needs and their rows in the dataset's band
+indexes (pHash for images; normalised-text hash and MinHash for texts), then the job's
+quality filters over the chunk's items."""
 
 from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from autods.core import filters as quality
 from autods.core.hashing import bands, image_features
 from autods.core.records import ItemStatus, Modality, Rejected
-from autods.db.models import Asset, Dataset, Feature, Item, PhashBand
+from autods.db.models import Asset, Dataset, Feature, Item, MinhashBand, PhashBand
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore
 from autods.pipeline.chunks import ChunkWork, in_chunk
@@ -14,37 +17,54 @@ from autods.pipeline.runtime import Runtime
 
 
 def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
-    """Hash the chunk's new image assets; fail the items whose pixels cannot be decoded.
+    """Hash the chunk's new assets, fail the images whose pixels cannot be decoded, and
+    filter what the job's bounds turn away.
 
-    An asset is hashed once per dataset, whichever chunk or job meets it first.
+    An asset is hashed once per dataset, whichever chunk or job meets it first; filters
+    are the job's own, so they are judged per item on every job.
     """
+    options = work.options
+    modalities = [Modality.IMAGE] + ([Modality.TEXT] if options.text_features else [])
     with session_scope(rt.engine) as db:
-        near_k = db.scalar(select(Dataset.near_k).where(Dataset.id == work.dataset_id))
+        dataset = db.execute(select(Dataset.near_k, Dataset.band_k)
+                             .where(Dataset.id == work.dataset_id)).one()
         todo = db.execute(
-            select(Asset.id, Asset.storage_key).distinct()
+            select(Asset.id, Asset.modality, Asset.storage_key).distinct()
             .join(Item, Item.asset_id == Asset.id)
             .outerjoin(Feature, Feature.asset_id == Asset.id)
             .where(in_chunk(Item, work), Item.status == ItemStatus.INGESTED,
-                   Asset.modality == Modality.IMAGE, Feature.asset_id.is_(None))
+                   Asset.modality.in_(modalities), Feature.asset_id.is_(None))
         ).all()
 
     store = rt.store()
-    features, band_rows = [], []
-    for asset_id, key in todo:
+    band_k = dataset.band_k if dataset.band_k is not None else dataset.near_k
+    features, phash_rows, minhash_rows = [], [], []
+    hasher = rt.minhasher(options.minhash_threshold) if options.text_near else None
+    for asset_id, modality, key in todo:
+        data = store.get(key)
+        if modality == Modality.TEXT:
+            row, band_values = _text_features(hasher, data.decode("utf-8"))
+            features.append({"asset_id": asset_id, **row})
+            minhash_rows += [{"dataset_id": work.dataset_id, "band_no": n, "value": v,
+                              "asset_id": asset_id} for n, v in enumerate(band_values)]
+            continue
         try:
-            f = image_features(store.get(key))
+            f = image_features(data)
         except Rejected as exc:
             features.append({"asset_id": asset_id, "error": exc.reason.value,
                              "error_detail": exc.detail[:500]})
             continue
-        features.append({"asset_id": asset_id, "phash": f.phash, "width": f.width,
-                         "height": f.height, "format": f.format, "mode": f.mode})
-        band_rows += [{"dataset_id": work.dataset_id, "band_no": n, "value": v,
-                       "asset_id": asset_id} for n, v in enumerate(bands(f.phash, near_k))]
+        features.append({"asset_id": asset_id, "phash": f.phash, "check_hash": f.check,
+                         "width": f.width, "height": f.height, "format": f.format,
+                         "mode": f.mode})
+        phash_rows += [{"dataset_id": work.dataset_id, "band_no": n, "value": v,
+                        "asset_id": asset_id} for n, v in enumerate(bands(f.phash, band_k))]
 
     with session_scope(rt.engine) as db:
         insert_ignore(db, Feature, features, conflict=("asset_id",))
-        insert_ignore(db, PhashBand, band_rows,
+        insert_ignore(db, PhashBand, phash_rows,
+                      conflict=("dataset_id", "band_no", "value", "asset_id"))
+        insert_ignore(db, MinhashBand, minhash_rows,
                       conflict=("dataset_id", "band_no", "value", "asset_id"))
         broken = db.execute(
             select(Item.id, Feature.error, Feature.error_detail)
@@ -57,4 +77,49 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
                 {"id": item_id, "status": ItemStatus.FAILED, "reason": reason, "detail": detail}
                 for item_id, reason, detail in broken
             ])
-    return {"hashed": len(features), "failed": len(broken)}
+        filtered = _filter(db, work, store) if options.filters else []
+    return {"hashed": len(features), "failed": len(broken), "filtered": len(filtered)}
+
+
+def _text_features(hasher, text: str) -> tuple[dict, list[int]]:
+    """A text's normalised hash, its language, and (when the job near-dedups texts) its
+    MinHash and LSH band values."""
+    from autods.core.textdedup import normalized_sha256, to_bytes
+
+    language, score = quality.detect_language(text)
+    row: dict = {"text_sha256": normalized_sha256(text), "language": language,
+                 "language_score": score}
+    if hasher is None:
+        return row, []
+    signature = hasher.signature(text)
+    row["minhash"] = to_bytes(signature)
+    return row, hasher.band_values(signature)
+
+
+def _filter(db, work: ChunkWork, store) -> list[int]:
+    """Judge the chunk's ingested items by the job's bounds; returns the filtered ids."""
+    spec = quality.Filters.model_validate(work.options.filters)
+    rows = db.execute(
+        select(Item.id, Item.caption, Asset.id.label("asset_id"), Asset.modality, Asset.nbytes,
+               Asset.storage_key, Feature.width, Feature.height, Feature.language,
+               Feature.language_score)
+        .join(Asset, Asset.id == Item.asset_id)
+        .outerjoin(Feature, Feature.asset_id == Asset.id)
+        .where(in_chunk(Item, work), Item.status == ItemStatus.INGESTED)
+        .order_by(Item.ordinal)
+    ).all()
+    verdicts = []
+    for r in rows:
+        if r.modality == Modality.IMAGE:
+            failed = quality.check_image(spec, r.width or 0, r.height or 0, r.nbytes, r.caption)
+        else:
+            length = len(store.get(r.storage_key).decode("utf-8")) if (
+                spec.min_text_len is not None or spec.max_text_len is not None) else 0
+            failed = quality.check_text(spec, length, r.nbytes,
+                                        (r.language, r.language_score) if r.language else None)
+        if failed is not None:
+            verdicts.append({"id": r.id, "status": ItemStatus.FILTERED,
+                             "reason": failed.reason, "detail": failed.detail})
+    if verdicts:
+        db.execute(update(Item), verdicts)
+    return [v["id"] for v in verdicts]

@@ -14,10 +14,19 @@ from collections import defaultdict
 import numpy as np
 from sqlalchemy import func, select, update
 
-from autods.core.dedup import Candidate, NearIndex, resolve
+from autods.core.dedup import (
+    Candidate,
+    ImageNearRule,
+    SemanticRule,
+    TextExactRule,
+    TextNearRule,
+    resolve,
+)
 from autods.core.hashing import bands
 from autods.core.label import ABSTAIN, fit_predict
-from autods.core.records import ItemStatus
+from autods.core.records import ItemStatus, Modality
+from autods.core.splits import Stratified, by_key, parse_fractions
+from autods.core.textdedup import TextNearIndex, from_bytes
 from autods.db.models import (
     Asset,
     Batch,
@@ -28,13 +37,16 @@ from autods.db.models import (
     Job,
     Label,
     LfVote,
+    MinhashBand,
     PhashBand,
     Shard,
     utcnow,
 )
 from autods.db.session import session_scope
+from autods.pipeline.embed import load_vectors
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
+from autods.pipeline.semantic import StoredSemanticIndex
 
 
 def _batch(job_id: int, batch_no: int):
@@ -83,34 +95,113 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> None:
     dataset = db.scalar(select(Dataset).where(Dataset.id == job.dataset_id).with_for_update())
     chunks = select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
     rows = db.execute(
-        select(Item.id, Item.ordinal, Item.asset_id, Feature.phash, Asset.kept_item_id)
+        select(Item.id, Item.ordinal, Item.asset_id, Asset.modality, Asset.sha256,
+               Asset.kept_item_id, Feature.phash, Feature.check_hash, Feature.text_sha256,
+               Feature.minhash, Feature.embedding_key, Feature.embedding_row)
         .join(Asset, Asset.id == Item.asset_id)
         .outerjoin(Feature, Feature.asset_id == Item.asset_id)
         .where(Item.job_id == job_id, Item.chunk_no.in_(chunks),
                Item.status == ItemStatus.INGESTED)
         .order_by(Item.ordinal)
     ).all()
-    candidates = [Candidate(r.id, r.ordinal, r.asset_id, r.phash) for r in rows]
+    candidates = [Candidate(r.id, r.ordinal, r.asset_id, r.phash, r.check_hash, r.text_sha256,
+                            from_bytes(r.minhash) if r.minhash and options.text_near else None)
+                  for r in rows]
     published = {r.asset_id: r.kept_item_id for r in rows if r.kept_item_id is not None}
-    near = None
-    if options.near_enabled:
-        near = NearIndex(dataset.near_k)
-        for item_id, phash in _published_neighbours(db, dataset, candidates):
-            near.add(item_id, phash)
-    verdicts = resolve(candidates, published, near)
+    rules, semantic = _rules(rt, db, dataset, options, candidates, rows)
+    verdicts = resolve(candidates, published, rules)
     _record_verdicts(db, verdicts, {c.item_id: c.asset_id for c in candidates})
     kept = [v.item_id for v in verdicts if v.status == ItemStatus.PUBLISHED]
-    if options.lfs:
-        _fit_labels(rt, db, options.lfs, kept)
+    for index in semantic:
+        index.save(rt.store())
+    names = _fit_labels(rt, db, options.lfs, kept) if options.lfs else {}
+    if options.split:
+        _split(db, dataset, options, kept, {r.id: r.sha256 for r in rows}, names)
     _plan_shards(db, job_id, options.shard_size, dataset, batch_no, kept)
 
 
+def _rules(rt: Runtime, db, dataset: Dataset, options: JobOptions,
+           candidates: list[Candidate], rows) -> tuple[list, list[StoredSemanticIndex]]:
+    """The job's duplicate rules, each holding the published samples it may match."""
+    rules: list = []
+    texts = [c for c, r in zip(candidates, rows, strict=True) if r.modality == Modality.TEXT]
+    if options.near_enabled:
+        near = ImageNearRule(dataset.near_k)
+        for item_id, phash, check in _published_neighbours(db, dataset, candidates):
+            near.add_published(item_id, phash, check)
+        rules.append(near)
+    if texts:
+        rules.append(TextExactRule(_published_texts(db, dataset, texts)))
+    if texts and options.text_near:
+        index = TextNearIndex(rt.minhasher(options.minhash_threshold))
+        for item_id, signature in _published_minhashes(db, dataset, texts, index.hasher):
+            index.add(item_id, signature)
+        rules.append(TextNearRule(index))
+    semantic: list[StoredSemanticIndex] = []
+    if options.semantic:
+        wanted = {Modality.TEXT: options.semantic_texts, Modality.IMAGE: options.semantic_images}
+        for modality, on in wanted.items():
+            mine = [(c, r) for c, r in zip(candidates, rows, strict=True)
+                    if r.modality == modality and r.embedding_key is not None]
+            if not on or not mine:
+                continue
+            vectors = load_vectors(rt.store(), [(r.embedding_key, r.embedding_row)
+                                                for _, r in mine])
+            for (cand, _), vector in zip(mine, vectors, strict=True):
+                cand.vector = vector
+            stored = StoredSemanticIndex.load(rt, db, dataset.id, modality, vectors.shape[1])
+            semantic.append(stored)
+            rules.append(SemanticRule(stored.index, options.semantic_threshold,
+                                      stored.published))
+    return rules, semantic
+
+
+def _published_texts(db, dataset: Dataset, texts: list[Candidate]) -> dict[str, int]:
+    """Normalised-text hash -> the published item, for the batch's texts' hashes."""
+    wanted = sorted({c.text_sha256 for c in texts if c.text_sha256})
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 5000):
+        found.update(db.execute(
+            select(Feature.text_sha256, Asset.kept_item_id)
+            .join(Asset, Asset.id == Feature.asset_id)
+            .where(Asset.dataset_id == dataset.id, Asset.kept_item_id.is_not(None),
+                   Feature.text_sha256.in_(wanted[start:start + 5000]))
+            .order_by(Asset.kept_item_id.desc())).all())
+    return found
+
+
+def _published_minhashes(db, dataset: Dataset, texts: list[Candidate], hasher):
+    """(item, signature) of published texts sharing an LSH band with a candidate."""
+    per_band: dict[int, set[int]] = defaultdict(set)
+    for c in texts:
+        if c.minhash is not None:
+            for n, v in enumerate(hasher.band_values(c.minhash)):
+                per_band[n].add(v)
+    seen: set[int] = set()
+    for band_no, values in sorted(per_band.items()):
+        ordered = sorted(values)
+        for start in range(0, len(ordered), 5000):
+            rows = db.execute(
+                select(Asset.kept_item_id, Feature.minhash)
+                .join(MinhashBand, MinhashBand.asset_id == Asset.id)
+                .join(Feature, Feature.asset_id == Asset.id)
+                .where(MinhashBand.dataset_id == dataset.id, MinhashBand.band_no == band_no,
+                       MinhashBand.value.in_(ordered[start:start + 5000]),
+                       Asset.kept_item_id.is_not(None), Feature.minhash.is_not(None))
+            ).all()
+            for item_id, signature in rows:
+                if item_id not in seen:
+                    seen.add(item_id)
+                    yield item_id, from_bytes(signature)
+
+
 def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
-    """(item, pHash) of already published assets sharing a band with any candidate."""
+    """(item, pHash, second hash) of published assets sharing a band with a candidate."""
+    band_k = dataset.band_k if dataset.band_k is not None else dataset.near_k
     per_band: dict[int, set[int]] = defaultdict(set)
     for c in candidates:
         if c.phash is not None:
-            for n, v in enumerate(bands(c.phash, dataset.near_k)):
+            for n, v in enumerate(bands(c.phash, band_k)):
                 per_band[n].add(v)
     # One band at a time, so each lookup is a range of the (dataset, band, value) index
     # rather than a row-value list the planner may answer with a scan.
@@ -119,23 +210,23 @@ def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
         ordered = sorted(values)
         for start in range(0, len(ordered), 5000):
             rows = db.execute(
-                select(Asset.kept_item_id, Feature.phash)
+                select(Asset.kept_item_id, Feature.phash, Feature.check_hash)
                 .join(PhashBand, PhashBand.asset_id == Asset.id)
                 .join(Feature, Feature.asset_id == Asset.id)
                 .where(PhashBand.dataset_id == dataset.id, PhashBand.band_no == band_no,
                        PhashBand.value.in_(ordered[start:start + 5000]),
                        Asset.kept_item_id.is_not(None))
             ).all()
-            for item_id, phash in rows:
+            for item_id, phash, check in rows:
                 if item_id not in seen:
                     seen.add(item_id)
-                    yield item_id, phash
+                    yield item_id, phash, check
 
 
 def _record_verdicts(db, verdicts, asset_of: dict[int, int]) -> None:
     rows = [
         {"id": v.item_id, "status": v.status, "duplicate_of": v.duplicate_of,
-         "dedup_rule": v.rule,
+         "dedup_rule": v.rule, "dedup_score": v.score,
          "reason": None if v.status == ItemStatus.PUBLISHED else v.status}
         for v in verdicts
     ]
@@ -147,8 +238,9 @@ def _record_verdicts(db, verdicts, asset_of: dict[int, int]) -> None:
         db.execute(update(Asset), kept)
 
 
-def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> None:
-    """Fit the LabelModel on the batch's published items and store one label per item."""
+def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> dict[int, str | None]:
+    """Fit the LabelModel on the batch's published items and store one label per item;
+    returns each labelled item's label name (None: every LF abstained)."""
     spec = rt.label_spec(lfs)
     votes = dict(db.execute(select(LfVote.item_id, LfVote.votes)
                             .where(LfVote.item_id.in_(kept))).all()) if kept else {}
@@ -157,13 +249,32 @@ def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> None:
     labels, confidence = fit_predict(spec, matrix, rt.settings.label.epochs,
                                      rt.settings.label.seed)
     db.execute(Label.__table__.delete().where(Label.item_id.in_(ids)))
-    if ids:
-        db.execute(Label.__table__.insert(), [
-            {"item_id": i, "label": int(lab),
+    rows = [{"item_id": i, "label": int(lab),
              "name": spec.labels[lab] if lab != ABSTAIN else None,
              "probability": float(conf), "model_version": spec.version, "gold": False}
-            for i, lab, conf in zip(ids, labels, confidence, strict=True)
-        ])
+            for i, lab, conf in zip(ids, labels, confidence, strict=True)]
+    if rows:
+        db.execute(Label.__table__.insert(), rows)
+    return {r["item_id"]: r["name"] for r in rows}
+
+
+def _split(db, dataset: Dataset, options: JobOptions, kept: list[int],
+           sha_of: dict[int, str], names: dict[int, str | None]) -> None:
+    """Each published item's split, decided now and stored: it never changes after."""
+    fractions = parse_fractions(options.split)
+    if options.stratify:
+        counts = db.execute(
+            select(Label.name, Item.split, func.count())
+            .join(Item, Item.id == Label.item_id).join(Job, Job.id == Item.job_id)
+            .where(Job.dataset_id == dataset.id, Item.status == ItemStatus.PUBLISHED,
+                   Item.split.is_not(None))
+            .group_by(Label.name, Item.split)).all()
+        dealer = Stratified(fractions, {(name, split): n for name, split, n in counts})
+        splits = {i: dealer.assign(names.get(i)) for i in kept}
+    else:
+        splits = {i: by_key(sha_of[i][:24], fractions) for i in kept}
+    if splits:
+        db.execute(update(Item), [{"id": i, "split": s} for i, s in splits.items()])
 
 
 def _plan_shards(db, job_id: int, shard_size: int, dataset: Dataset, batch_no: int,

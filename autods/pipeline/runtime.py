@@ -26,6 +26,7 @@ class Runtime:
     settings: Settings
     _stores: dict[str, ObjectStore] = field(default_factory=dict)
     _label_specs: dict[str, Any] = field(default_factory=dict)
+    _minhashers: dict[float, Any] = field(default_factory=dict)
 
     @cached_property
     def engine(self) -> Engine:
@@ -61,6 +62,21 @@ class Runtime:
         clip = self.settings.clip
         return ClipEmbedder(clip.model, clip.pretrained, clip.device, clip.batch_size,
                             clip.decode_threads, clip.torch_threads)
+
+    @cached_property
+    def text_embedder(self):
+        from autods.core.textembed import SentenceEmbedder
+
+        clip = self.settings.clip
+        return SentenceEmbedder(clip.text_model, device=clip.device)
+
+    def minhasher(self, threshold: float):
+        """One MinHash hasher per threshold (its permutations are drawn once)."""
+        from autods.core.textdedup import TextMinHasher
+
+        if threshold not in self._minhashers:
+            self._minhashers[threshold] = TextMinHasher(threshold=threshold)
+        return self._minhashers[threshold]
 
     def label_spec(self, module: str):
         from autods.core.label import load_spec

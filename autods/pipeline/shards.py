@@ -66,11 +66,12 @@ def _records(db, job_id: int, shard_name: str) -> list[tuple[SampleRecord, str, 
             sha256=asset.sha256, modality=asset.modality, ext=asset.ext, nbytes=asset.nbytes,
             uri=item.uri, ordinal=item.ordinal, job_id=job_id, caption=item.caption,
             source=item.source, license=item.license, meta=item.meta or {},
-            ingested_at=item.ingested_at)
+            ingested_at=item.ingested_at, split=item.split)
         if feat is not None:
             rec.width, rec.height, rec.format, rec.mode = (feat.width, feat.height,
                                                            feat.format, feat.mode)
-            rec.phash = feat.phash
+            rec.phash, rec.language = feat.phash, feat.language
+            rec.embedding_model = feat.embedding_model
         if label is not None:
             rec.label, rec.label_name = label.label, label.name
             rec.confidence, rec.label_model = label.probability, label.model_version

@@ -6,8 +6,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
+from autods.core.dedup import RULES
 from autods.core.records import BatchState, ItemStatus, JobState
 from autods.db.models import Batch, Chunk, ChunkStage, Dataset, Item, Job, Label, Shard
 from autods.db.session import session_scope
@@ -36,6 +37,8 @@ class JobStatus:
     error: str | None = None
     elapsed_s: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # Dropped duplicates by rule (``autods.core.dedup.RULES``).
+    rules: dict[str, int] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -76,6 +79,10 @@ def job_status(rt: Runtime, job_id: int) -> JobStatus:
             Item.job_id == job_id).group_by(Item.status)).all())
         reasons = dict(db.execute(select(Item.reason, func.count()).where(
             Item.job_id == job_id, Item.reason.is_not(None)).group_by(Item.reason)).all())
+        family = case(*((Item.dedup_rule.like(f"{name}%"), name) for name in RULES),
+                      else_="other")
+        rules = dict(db.execute(select(family, func.count()).where(
+            Item.job_id == job_id, Item.dedup_rule.is_not(None)).group_by(family)).all())
         labelled = db.scalar(select(func.count()).select_from(Label).join(
             Item, Item.id == Label.item_id).where(Item.job_id == job_id, Label.label >= 0))
         shards, nbytes = db.execute(select(func.count(), func.coalesce(func.sum(Shard.nbytes), 0))
@@ -90,5 +97,5 @@ def job_status(rt: Runtime, job_id: int) -> JobStatus:
             stages=stages, statuses=statuses, reasons=reasons, labelled=int(labelled),
             shards=int(shards), shard_bytes=int(nbytes), output_url=dataset.output_url,
             batches={s.value: batches[s.value] for s in BatchState if batches[s.value]},
-            error=job.error, elapsed_s=elapsed, params=dict(job.params),
+            error=job.error, elapsed_s=elapsed, params=dict(job.params), rules=rules,
         )

@@ -68,6 +68,10 @@ def start_job(rt: Runtime, sources: list[str], dataset: str, options: JobOptions
     require_current(rt.engine)
     if options.lfs:
         rt.label_spec(options.lfs)  # a module that does not load fails here, before any work
+    if options.embed:
+        from autods.core.embed import check_weights
+
+        check_weights(rt.settings.clip.model, rt.settings.clip.pretrained)
     job_id = find_resumable(rt, sources, dataset, options) if resume else None
     if job_id is not None:
         log.info("resuming job %d", job_id)

@@ -3,7 +3,15 @@ import random
 import pytest
 
 from autods.core import dedup
-from autods.core.dedup import Candidate, NearIndex, resolve
+from autods.core.dedup import (
+    Candidate,
+    ImageNearRule,
+    NearIndex,
+    SemanticRule,
+    TextExactRule,
+    TextNearRule,
+    resolve,
+)
 from autods.core.hashing import hamming
 from autods.core.records import ItemStatus
 
@@ -11,14 +19,15 @@ from autods.core.records import ItemStatus
 def test_earliest_input_survives_whatever_the_arrival_order():
     cands = [Candidate(item_id=30, ordinal=5, asset_id=1, phash=0),
              Candidate(item_id=10, ordinal=2, asset_id=1, phash=0)]
-    verdicts = {v.item_id: v for v in resolve(cands, {}, NearIndex(4))}
+    verdicts = {v.item_id: v for v in resolve(cands, {}, [ImageNearRule(4)])}
     assert verdicts[10].status == ItemStatus.PUBLISHED
     assert verdicts[30].status == ItemStatus.EXACT_DUPLICATE
     assert verdicts[30].duplicate_of == 10 and verdicts[30].rule == "sha256"
 
 
 def test_already_published_asset_wins_over_new_items():
-    verdicts = resolve([Candidate(5, 0, asset_id=7, phash=123)], {7: 99}, NearIndex(4))
+    verdicts = resolve([Candidate(5, 0, asset_id=7, phash=123)], {7: 99},
+                       [ImageNearRule(4)])
     assert verdicts[0].status == ItemStatus.EXACT_DUPLICATE and verdicts[0].duplicate_of == 99
 
 
@@ -26,15 +35,17 @@ def test_near_duplicate_recorded_with_original_id_and_distance():
     base = 0x0F0F_0F0F_0F0F_0F0F
     cands = [Candidate(1, 0, 1, base), Candidate(2, 1, 2, base ^ 0b111),
              Candidate(3, 2, 3, base ^ 0xFFFF_0000)]
-    verdicts = {v.item_id: v for v in resolve(cands, {}, NearIndex(4))}
+    verdicts = {v.item_id: v for v in resolve(cands, {}, [ImageNearRule(4)])}
     assert verdicts[2].status == ItemStatus.NEAR_DUPLICATE
-    assert verdicts[2].duplicate_of == 1 and verdicts[2].rule == "phash_hamming=3<=4"
+    # Without a check hash (items hashed before it existed) the pHash-only rule decides.
+    assert verdicts[2].duplicate_of == 1 and verdicts[2].rule == "phash=3<=4"
+    assert verdicts[2].score == 3
     assert verdicts[3].status == ItemStatus.PUBLISHED
 
 
 def test_near_dedup_disabled_publishes_similar_images():
     cands = [Candidate(1, 0, 1, 0), Candidate(2, 1, 2, 1)]
-    assert [v.status for v in resolve(cands, {}, None)] == [ItemStatus.PUBLISHED] * 2
+    assert [v.status for v in resolve(cands, {}, [])] == [ItemStatus.PUBLISHED] * 2
 
 
 def test_nearest_prefers_smaller_distance_then_lower_ref():
@@ -49,7 +60,7 @@ def test_nearest_prefers_smaller_distance_then_lower_ref():
 
 def test_text_items_without_phash_use_exact_rule_only():
     cands = [Candidate(1, 0, 1, None), Candidate(2, 1, 1, None), Candidate(3, 2, 2, None)]
-    statuses = [v.status for v in resolve(cands, {}, NearIndex(4))]
+    statuses = [v.status for v in resolve(cands, {}, [ImageNearRule(4)])]
     assert statuses == [ItemStatus.PUBLISHED, ItemStatus.EXACT_DUPLICATE, ItemStatus.PUBLISHED]
 
 
@@ -132,3 +143,50 @@ def test_zero_and_ref_zero_are_indexed_like_any_other():
     index.add(1, 0)
     assert index.nearest(0) == (0, 0)
     assert index.nearest(1) is None
+
+
+def test_wide_radius_candidates_need_the_check_to_agree():
+    base = 0x0123_4567_89AB_CDEF
+    far = base ^ 0b1111111  # 7 bits: beyond k=4, within the candidate radius
+    cands = [Candidate(1, 0, 1, base, check=0), Candidate(2, 1, 2, far, check=0b1),
+             Candidate(3, 2, 3, far ^ (1 << 40), check=0xFF00)]
+    verdicts = {v.item_id: v for v in resolve(cands, {}, [ImageNearRule(4)])}
+    assert verdicts[2].status == ItemStatus.NEAR_DUPLICATE and verdicts[2].duplicate_of == 1
+    assert verdicts[2].rule.startswith("phash=7,") and verdicts[2].score == 9
+    # Its check disagrees by 8 bits: a distinct picture with a close pHash is kept.
+    assert verdicts[3].status == ItemStatus.PUBLISHED
+
+
+def test_rules_apply_in_order_and_each_kept_candidate_joins_every_index():
+    import numpy as np
+
+    from autods.core.semantic import SemanticIndex
+    from autods.core.textdedup import TextMinHasher, TextNearIndex
+
+    hasher = TextMinHasher()
+    text = "the quick brown fox jumps over the lazy dog near the river bank today"
+    unit = np.eye(4, dtype=np.float32)
+    cands = [
+        Candidate(1, 0, 1, None, text_sha256="a", minhash=hasher.signature(text),
+                  vector=unit[0]),
+        Candidate(2, 1, 2, None, text_sha256="a", minhash=hasher.signature(text + " "),
+                  vector=unit[1]),
+        Candidate(3, 2, 3, None, text_sha256="b", minhash=hasher.signature(text + " again"),
+                  vector=unit[2]),
+        Candidate(4, 3, 4, None, text_sha256="c", minhash=hasher.signature("other words"),
+                  vector=unit[0] * 0.999 + unit[3] * 0.04),
+        Candidate(5, 4, 5, None, text_sha256="d", minhash=hasher.signature("more words"),
+                  vector=unit[3]),
+    ]
+    published: set[int] = set()
+    rules = [TextExactRule(), TextNearRule(TextNearIndex(hasher)),
+             SemanticRule(SemanticIndex(4), 0.95, published)]
+    verdicts = {v.item_id: v for v in resolve(cands, {}, rules)}
+    assert (verdicts[2].status, verdicts[2].rule, verdicts[2].duplicate_of) == (
+        ItemStatus.EXACT_DUPLICATE, "text_normalized", 1)
+    assert verdicts[3].status == ItemStatus.NEAR_DUPLICATE
+    assert verdicts[3].rule.startswith("minhash_jaccard=") and verdicts[3].score >= 0.8
+    assert verdicts[4].status == ItemStatus.SEMANTIC_DUPLICATE
+    assert verdicts[4].duplicate_of == 1 and verdicts[4].score >= 0.95
+    assert verdicts[5].status == ItemStatus.PUBLISHED
+    assert published == {1, 5}

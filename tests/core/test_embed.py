@@ -68,3 +68,34 @@ def test_pretrained_checkpoint_path_is_loaded(tmp_path):
 def test_npy_member_round_trips():
     vec = np.arange(4, dtype=np.float16)
     assert np.array_equal(np.load(io.BytesIO(npy_bytes(vec))), vec)
+
+
+def test_weights_check_refuses_in_one_line_before_any_work(tmp_path, monkeypatch):
+    import socket
+
+    import huggingface_hub
+
+    from autods.core.embed import WeightsUnavailable, check_weights
+
+    assert check_weights("autods-tiny-vit", "random") == "random"
+    checkpoint = tmp_path / "tiny.pt"
+    checkpoint.write_bytes(b"weights")
+    assert check_weights("autods-tiny-vit", str(checkpoint)) == str(checkpoint)
+    with pytest.raises(WeightsUnavailable, match="no such file"):
+        check_weights("autods-tiny-vit", str(tmp_path / "absent.pt"))
+    with pytest.raises(WeightsUnavailable, match="not a tag of this model"):
+        check_weights("ViT-B-32", "no-such-tag")
+
+    def offline(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    # A machine without the weights in its cache and without a network.
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    with pytest.raises(WeightsUnavailable) as refused:
+        check_weights("ViT-B-32", "laion2b_s34b_b79k")
+    message = str(refused.value)
+    assert "\n" not in message
+    for needed in ("AUTODS_CLIP_PRETRAINED", "checkpoint path", "--no-embed",
+                   "laion2b_s34b_b79k", "huggingface.co"):
+        assert needed in message

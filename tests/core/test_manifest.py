@@ -82,7 +82,7 @@ def test_header_carries_provenance_and_computed_facts(store, manifest):
     assert doc["sha256"] == hashlib.sha256(tar).hexdigest()
     assert doc["time_min"] == "2024-01-01T08:00:00+00:00"
     assert doc["time_max"] == "2024-01-11T08:00:00+00:00"
-    assert (doc["schema_type"], doc["schema_version"]) == ("autods.sample", 2)
+    assert (doc["schema_type"], doc["schema_version"]) == ("autods.sample", SAMPLE.version)
     assert doc["parent_shards"] == []
     # The schema's fields with their declared types, whether the samples have them or not.
     assert {f.name: doc["schema"][f.name] for f in SAMPLE.queryable()} == {

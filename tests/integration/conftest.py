@@ -81,6 +81,7 @@ def service_settings(pg_url: str, redis_prefix: str, s3_endpoint: str, bucket: s
     s.storage.url = f"s3://{bucket}/objects"
     s.storage.endpoint_url = s3_endpoint
     s.clip.model = "autods-tiny-vit"
+    s.clip.pretrained = "random"
     s.clip.device = "cpu"
     s.clip.torch_threads = 1
     return s

@@ -48,7 +48,9 @@ def _samples_from_tars(tars: dict[str, bytes]) -> dict[str, dict]:
             assert hashlib.sha256(body).hexdigest() == meta["sha256"], f"{name}/{key} bytes"
             vec = np.load(io.BytesIO(parts["npy"]))
             norm = float(np.linalg.norm(vec.astype(np.float32)))
-            assert vec.shape == (64,) and abs(norm - 1) < 0.01
+            # Images: the tiny CLIP's 64 dimensions; texts: the sentence model's 384.
+            assert vec.shape == ((64,) if meta["modality"] == "image" else (384,))
+            assert abs(norm - 1) < 0.01
             assert meta["sha256"] not in out, "a sample published twice"
             out[meta["sha256"]] = {"caption": meta["caption"], "meta": meta}
     return out
@@ -122,7 +124,8 @@ def test_distributed_job_on_real_services_matches_embedded_build(
 
     out = tmp_path / "embedded"
     env = {**os.environ, "AUTODS_ALLOW_PRIVATE_NETWORKS": "1",
-           "AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_PIPELINE_CHUNK_SIZE": "32",
+           "AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_CLIP_PRETRAINED": "random",
+           "AUTODS_PIPELINE_CHUNK_SIZE": "32",
            "AUTODS_PIPELINE_BATCH_SIZE": "96", "AUTODS_PIPELINE_SHARD_SIZE": "40"}
     proc = subprocess.run(
         [sys.executable, "-m", "autods.cli", "build", str(base / "photos"), str(base / "urls.csv"),

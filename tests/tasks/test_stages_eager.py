@@ -8,6 +8,7 @@ import io
 import numpy as np
 from sqlalchemy import func, select
 
+from autods.core.nearimage import candidate_radius
 from autods.db.models import Asset, ChunkStage, Feature, Item, LfVote, PhashBand, Shard
 from autods.db.session import session_scope
 from autods.pipeline.plan import JobOptions, create_job
@@ -64,7 +65,10 @@ def test_preprocess_hashes_assets_and_fails_undecodable_ones(eager, tmp_path):
         feats = db.scalars(select(Feature).where(Feature.phash.is_not(None))).all()
         assert len(feats) == 3 and {(f.width, f.height, f.format) for f in feats} == {
             (96, 96, "JPEG")}
-        assert db.scalar(select(func.count()).select_from(PhashBand)) == 3 * 5
+        # The band index answers for the candidate radius: radius + 1 bands per hash.
+        assert db.scalar(select(func.count()).select_from(PhashBand)) == 3 * (
+            candidate_radius(4) + 1)
+        assert all(f.check_hash is not None for f in feats)
         assert set(db.scalars(select(ChunkStage.stage))) == {"ingest", "preprocess"}
 
 
@@ -81,7 +85,7 @@ def test_embed_and_label_stages_write_vectors_and_votes(eager, tmp_path, monkeyp
     CHUNK_TASKS["ingest"].delay(job, 0).get()
     CHUNK_TASKS["preprocess"].delay(job, 0).get()
 
-    assert CHUNK_TASKS["embed"].delay(job, 0).get() == {"embedded": 3}
+    assert CHUNK_TASKS["embed"].delay(job, 0).get() == {"embedded": 3, "filtered": 0}
     assert CHUNK_TASKS["label"].delay(job, 0).get() == {"voted": 3}
 
     with session_scope(eager.engine) as db:
@@ -111,7 +115,7 @@ def test_publish_batch_writes_shards_with_duplicates_dropped(eager, tmp_path):
     assert items["img_00000_zcopy.jpg"].duplicate_of == items["img_00000.jpg"].id
     near = items["img_00005_znear.jpg"]
     assert near.status == "near_duplicate" and near.duplicate_of == items["img_00005.jpg"].id
-    assert near.dedup_rule.startswith("phash_hamming=")
+    assert near.dedup_rule.startswith("phash=") and near.dedup_score is not None
     with session_scope(eager.engine) as db:
         shards = db.scalars(select(Shard).order_by(Shard.name)).all()
     assert [s.count for s in shards] == [4, 2] and all(s.complete for s in shards)

@@ -1,0 +1,150 @@
+"""The near-image rule, and the check hash it confirms pHash candidates with, on real images.
+
+The real-image set is ``bench.neardata``: pictures installed on this machine (icons,
+documentation figures) with resized, re-encoded and re-saved copies planted after them.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+
+import imagehash
+import pytest
+from PIL import Image
+
+from autods.core.dedup import Candidate, ImageNearRule, resolve
+from autods.core.hashing import hamming, image_features, phash_to_int, to_grayscale
+from autods.core.nearimage import MAX_RADIUS, budget, candidate_radius, confirm
+from autods.core.records import ImageFeatures, ItemStatus
+from bench import neardata
+
+N_ORIGINALS = 30
+
+
+@pytest.fixture(scope="module")
+def nearset() -> neardata.NearSet:
+    built = neardata.build(N_ORIGINALS)
+    if len(built.originals) < N_ORIGINALS:
+        pytest.skip(f"only {len(built.originals)} distinct images installed on this machine "
+                    f"(icon themes, /usr/share, site-packages); the set needs {N_ORIGINALS}")
+    return built
+
+
+@pytest.fixture(scope="module")
+def features(nearset: neardata.NearSet) -> dict[str, ImageFeatures]:
+    return ({o.key: image_features(o.data) for o in nearset.originals}
+            | {c.key: image_features(c.data) for c in nearset.copies})
+
+
+def _thumbnail_source(blob: bytes) -> Image.Image:
+    """The grayscale image pHash has always been computed from (JPEGs drafted to 64 px)."""
+    img = Image.open(io.BytesIO(blob))
+    if img.format == "JPEG":
+        img.draft("L", (64, 64))
+    img.load()
+    return to_grayscale(img)
+
+
+def _on_white(copy: neardata.Copy) -> bool:
+    """Copies flattened on black lose their picture's background: no pHash rule finds them."""
+    return "black" not in copy.transform
+
+
+# The rule
+
+
+def test_radius_is_the_budget_capped_at_ten_unless_k_is_wider():
+    assert [candidate_radius(k) for k in (0, 1, 4, 5, 12, 15)] == [2, 4, 10, 10, 12, 15]
+    assert all(candidate_radius(k) >= k for k in range(16))
+    assert all(candidate_radius(k) <= max(k, MAX_RADIUS) for k in range(16))
+
+
+def test_check_allowance_shrinks_as_phash_distance_grows():
+    check = 0
+    accepted = {}
+    for phash_distance in range(0, 12, 2):
+        accepted[phash_distance] = max(
+            (c for c in range(17)
+             if confirm(phash_distance, check, check ^ ((1 << c) - 1), 4) is not None),
+            default=None)
+    assert accepted == {0: 5, 2: 4, 4: 3, 6: 2, 8: 1, 10: 0}
+
+
+def test_confirm_scores_and_explains():
+    assert confirm(6, 0, 0b11, 4) == (10.0, "phash=6,dhash_v=2,phash+2*dhash_v=10<=10")
+    assert confirm(0, -1, -1, 4) == (0.0, "phash=0,dhash_v=0,phash+2*dhash_v=0<=10")
+    assert confirm(12, 0, 0, 4) is None  # beyond the candidate radius
+    assert confirm(4, 0, 0b1111, 4) is None  # 4 + 2 * 4 > 10
+
+
+def test_check_distance_uses_all_64_bits_of_signed_values():
+    low = 0x7FFFFFFFFFFFFFFF  # only the sign bit differs from -1
+    assert confirm(0, low, -1, 4) == (2.0, "phash=0,dhash_v=1,phash+2*dhash_v=2<=10")
+
+
+@pytest.mark.parametrize(("a", "b"), [(None, 5), (5, None), (None, None)])
+def test_missing_check_falls_back_to_phash_within_k(a, b):
+    assert confirm(4, a, b, 4) == (4.0, "phash=4<=4")
+    assert confirm(6, a, b, 4) is None
+
+
+def test_budget_grows_with_k():
+    assert [budget(k) for k in (0, 4, 8)] == [2, 10, 18]
+
+
+# The check hash
+
+
+def test_phash_is_computed_as_before(nearset):
+    """The check comes from the thumbnail pHash reads; pHash itself is unchanged, so hashes
+    stored by earlier versions still compare."""
+    for blob in [o.data for o in nearset.originals] + [c.data for c in nearset.copies]:
+        expected = phash_to_int(imagehash.phash(_thumbnail_source(blob)))
+        assert image_features(blob).phash == expected
+
+
+def test_check_is_a_signed_64_bit_dhash_vertical(nearset, features):
+    for o in nearset.originals:
+        check = features[o.key].check
+        assert -(1 << 63) <= check < (1 << 63)
+        thumb = _thumbnail_source(o.data).resize((32, 32), imagehash.ANTIALIAS)
+        assert check == phash_to_int(imagehash.dhash_vertical(thumb))
+
+
+def test_check_survives_copies_and_tells_distinct_pictures_apart(nearset, features):
+    copy_distances = [hamming(features[c.key].check, features[c.original].check)
+                      for c in nearset.copies if _on_white(c)]
+    checks = [features[o.key].check for o in nearset.originals]
+    distinct = [hamming(a, b) for i, a in enumerate(checks) for b in checks[i + 1:]]
+    assert statistics.median(copy_distances) == 0
+    assert sum(d <= 3 for d in copy_distances) >= 0.9 * len(copy_distances)
+    assert len(set(checks)) == len(checks)
+    assert max(copy_distances) < statistics.median(distinct)
+
+
+# On real images, as resolve decides
+
+
+def test_real_copies_found_and_no_distinct_picture_dropped(nearset, features):
+    keys = [o.key for o in nearset.originals] + [c.key for c in nearset.copies]
+    original_of = {o.key: o.key for o in nearset.originals}
+    original_of |= {c.key: c.original for c in nearset.copies}
+    candidates = [Candidate(i, i, i, features[key].phash, features[key].check)
+                  for i, key in enumerate(keys)]
+    verdicts = {v.item_id: v for v in resolve(candidates, {}, [ImageNearRule(4)])}
+
+    originals_dropped = [keys[i] for i in range(len(nearset.originals))
+                         if verdicts[i].status is not ItemStatus.PUBLISHED]
+    found, wrong, planted = 0, [], 0
+    for i, copy in enumerate(nearset.copies, start=len(nearset.originals)):
+        v = verdicts[i]
+        if v.status is ItemStatus.NEAR_DUPLICATE:
+            if original_of[keys[v.duplicate_of]] != copy.original:
+                wrong.append((copy.key, keys[v.duplicate_of]))
+            elif _on_white(copy):
+                found += 1
+        planted += _on_white(copy)
+    assert originals_dropped == []
+    assert wrong == []
+    assert found / planted >= 0.95, f"found {found} of {planted} copies"
