@@ -68,6 +68,9 @@ _REFUSAL_STATUS = ((OutputConflict, status.HTTP_409_CONFLICT),
 class Options(BaseModel):
     """Per-job overrides of the configured defaults."""
 
+    # Python's re: the split's pattern needs a lookahead (some share is not zero).
+    model_config = ConfigDict(regex_engine="python-re")
+
     embed: bool | None = None
     lfs: str | None = Field(default=None, max_length=200)
     chunk_size: int | None = Field(default=None, ge=1, le=100_000)
@@ -82,8 +85,10 @@ class Options(BaseModel):
     semantic_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
     filters: Filters | None = Field(default=None, description=(
         "Quality filters: the same bounds as the CLI options and the YAML file"))
-    split: str | None = Field(default=None, pattern=r"^\d*\.?\d+(,\d*\.?\d+){1,2}$",
-                              description="train,val[,test] fractions, e.g. 0.8,0.1,0.1")
+    split: str | None = Field(
+        default=None, max_length=100,
+        pattern=r"^(?=[0-9.,]*[1-9])[0-9]*\.?[0-9]+(,[0-9]*\.?[0-9]+){1,2}$",
+        description="train,val[,test] shares, e.g. 0.8,0.1,0.1 (scaled to sum to 1)")
     stratify: bool | None = None
 
 

@@ -200,4 +200,21 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    1.2x the scan); `get` by key over random keys (target: p95 under 50 ms); and
    `materialize` of 10 % of a 100-shard dataset against copying the same byte ranges with
    `os.pread` into one file (target >= 0.8x).
+8. **neardup** — image near-duplicate quality and speed on a labelled set of real images
+   that ship on the machine (`bench/neardata.py`: Debian icon themes, documentation figures,
+   plots; each picture once, with resized, recompressed, re-saved copies planted after it,
+   transparent ones flattened on white, and on black where their content shows there),
+   resolved in input order with `dedup.resolve`: the rule of `autods.core.nearimage` (pHash
+   candidates within the wider radius confirmed by the vertical dHash) against pHash <= 4
+   alone, on draft and on full-size decodes. Targets: recall >= 0.95, wrong drops <= 1 %;
+   `image_features` (pHash and check) >= 0.8x the raw pHash loop of **phash**.
+9. **textdedup** — text near-duplicate quality and speed on paragraphs of the Python
+   documentation (`bench/textdata.py`), made distinct, with copies planted (case,
+   punctuation, a word added or dropped, whitespace, all at once): recall >= 0.95 and false
+   drops <= 1 %; `TextMinHasher.signature` + `TextNearIndex` against the plain datasketch
+   loop (`MinHash` + `update` per shingle + `MinHashLSH`), target >= 0.8x.
+10. **semantic** — `SemanticIndex.nearest` (usearch HNSW, cosine, f16) per query at 10k
+   and 1M stored 384-dim vectors, target growth < 10x for 100x the vectors; and
+   `SentenceEmbedder.embed_texts` against raw `SentenceTransformer.encode` on the same
+   model and texts, target >= 0.9x.
 """

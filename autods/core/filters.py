@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 REASON_PREFIX = "filter:"
 
@@ -31,7 +31,9 @@ class Filters(BaseModel):
     for portrait and landscape alike), sizes are the stored bytes, lengths are characters
     after the caption or text is cleaned. ``languages`` lists ISO 639-1 codes a text must be
     in, detected with at least ``min_language_score`` probability. ``min_clip_score`` is
-    the floor on the cosine of an image's CLIP vector and its caption's.
+    the floor on the cosine of an image's CLIP vector and its caption's. Bounds are
+    independent: a minimum above its maximum is accepted and turns every sample away, as
+    the summary's reasons then show.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,16 +61,6 @@ class Filters(BaseModel):
             return None
         codes = tuple(str(v).strip().lower() for v in value if str(v).strip())
         return codes or None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Filters:
-        for low, high in (("min_side", "max_side"), ("min_bytes", "max_bytes"),
-                          ("min_caption_len", "max_caption_len"),
-                          ("min_text_len", "max_text_len")):
-            lo, hi = getattr(self, low), getattr(self, high)
-            if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"{low} ({lo}) is above {high} ({hi})")
-        return self
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Filters:

@@ -24,17 +24,18 @@ NAMES = ("train", "val", "test")
 
 
 def parse_fractions(spec: str) -> tuple[float, ...]:
-    """``"0.8,0.1,0.1"`` (train, val, test) or ``"0.9,0.1"`` (train, val); they must be
-    non-negative and sum to 1."""
+    """``"0.8,0.1,0.1"`` (train, val, test) or ``"0.9,0.1"`` (train, val), as shares of
+    one; weights that do not sum to one are scaled to (``"8,1,1"`` is 0.8, 0.1, 0.1)."""
     try:
         values = tuple(float(v) for v in spec.split(","))
     except ValueError:
         raise ValueError(f"split {spec!r}: expected fractions like 0.8,0.1,0.1") from None
     if not 2 <= len(values) <= len(NAMES):
         raise ValueError(f"split {spec!r}: two or three fractions (train,val[,test])")
-    if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise ValueError(f"split {spec!r}: fractions must be >= 0 and sum to 1")
-    return values
+    total = sum(values)
+    if any(not 0 <= v < float("inf") for v in values) or not 0 < total < float("inf"):
+        raise ValueError(f"split {spec!r}: fractions must be >= 0, and not all 0")
+    return tuple(v / total for v in values)
 
 
 def by_key(key: str, fractions: tuple[float, ...]) -> str:

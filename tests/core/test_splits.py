@@ -8,7 +8,8 @@ from autods.core.splits import Stratified, by_key, parse_fractions
 def test_parse_fractions():
     assert parse_fractions("0.8,0.1,0.1") == (0.8, 0.1, 0.1)
     assert parse_fractions("0.9,0.1") == (0.9, 0.1)
-    for bad in ("0.8,0.3", "1", "a,b", "0.5,0.5,0,0", "-0.1,1.1"):
+    assert parse_fractions("8,1,1") == pytest.approx((0.8, 0.1, 0.1))
+    for bad in ("0,0", "1", "a,b", "0.5,0.5,0,0", "-0.1,1.1", "inf,1", "1e308,1e308"):
         with pytest.raises(ValueError):
             parse_fractions(bad)
 
