@@ -255,3 +255,44 @@ def test_a_query_keeps_the_servers_row_limit(settings, published):
 def test_querying_an_unknown_dataset_is_404(client):
     r = client.get("/datasets/nobody/query", headers=_auth(), params={"where": "width > 0"})
     assert r.status_code == 404
+
+
+def test_a_job_takes_filters_and_a_split_and_why_answers_for_each_input(eager, tmp_path):
+    import autods.tasks.stages  # noqa: F401 - the tasks the eager job runs, registered
+
+    settings = eager.settings
+    settings.api.token = SecretStr(TOKEN)
+    settings.api.allow_local_sources = True
+    exp = image_folder(tmp_path / "in", n_unique=3, n_near=1)
+    body = {"sources": [str(tmp_path / "in")], "dataset": "d",
+            "output_url": (tmp_path / "out").as_uri(),
+            "options": {"embed": False, "split": "8,1,1", "filters": {"min_side": 64}}}
+    filtered = {"sources": [str(tmp_path / "in")], "dataset": "small",
+                "output_url": (tmp_path / "small").as_uri(),
+                "options": {"embed": False, "filters": {"max_side": 64}}}
+
+    def why(client, dataset: str, name: str) -> list[dict]:
+        r = client.get(f"/datasets/{dataset}/why", headers=_auth(),
+                       params={"ref": (tmp_path / "in" / name).as_uri()})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with TestClient(create_app(settings)) as client:
+        for split in ("0,0", "0.5", "a,b"):
+            r = client.post("/jobs", json={**body, "options": {"split": split}},
+                            headers=_auth())
+            assert r.status_code == 422, r.text
+        for job in (body, filtered):
+            assert client.post("/jobs", json=job, headers=_auth()).status_code == 202
+        (near,) = why(client, "d", exp.near[0])
+        kept = why(client, "d", exp.near[0].replace("_znear", ""))
+        small = [why(client, "small", name)[0] for name in exp.files]
+        assert client.get("/datasets/d/why", headers=_auth(),
+                          params={"ref": "nothing"}).status_code == 404
+    assert near["status"] == "near_duplicate" and near["rule"].startswith("phash=")
+    assert near["kept_key"] == kept[0]["key"] and kept[0]["status"] == "published"
+    assert kept[0]["split"] in ("train", "val", "test") and kept[0]["shard"]
+    # Every 96 px image is over the other job's bound: filtered with its measured side.
+    assert {f["status"] for f in small} == {"filtered"}
+    assert {f["detail"] for f in small} == {"max_side=96 (max 64)"}
+    assert all(f["summary"].startswith("filtered: filter:max_side") for f in small)
