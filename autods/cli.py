@@ -492,15 +492,9 @@ def _forget_service(dataset: str, keys: list[str]):
     return plan, Job(plan.job_id, rt).wait()
 
 
-@app.command()
-def why(
-    dataset: DatasetRef,
-    ref: Annotated[str, typer.Argument(help="A sample key (or content hash) or an input URI.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """What became of an input: published (where), or rejected, filtered or dropped as a
-    duplicate (the rule, its score, and the kept sample it duplicates)."""
-    from autods.pipeline.explain import explain
+def _runtime_for(dataset: str):
+    """The runtime that holds ``dataset`` and its name there: the build's own in an output
+    folder, else the configured service's."""
     from autods.pipeline.mapjobs import DatasetUnknown, dataset_name
     from autods.pipeline.runtime import Runtime, get_runtime
 
@@ -510,12 +504,24 @@ def why(
             from autods.embedded import embedded_settings
 
             rt = Runtime(embedded_settings(folder))
-            name = dataset_name(rt, folder.resolve().as_uri())
-        else:
-            rt = get_runtime()
-            name = dataset_name(rt, dataset)
+            return rt, dataset_name(rt, folder.resolve().as_uri())
+        rt = get_runtime()
+        return rt, dataset_name(rt, dataset)
     except DatasetUnknown as exc:
         raise _refuse(exc) from None
+
+
+@app.command()
+def why(
+    dataset: DatasetRef,
+    ref: Annotated[str, typer.Argument(help="A sample key (or content hash) or an input URI.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What became of an input: published (where), or rejected, filtered or dropped as a
+    duplicate (the rule, its score, and the kept sample it duplicates)."""
+    from autods.pipeline.explain import explain
+
+    rt, name = _runtime_for(dataset)
     fates = explain(rt, name, ref)
     if as_json:
         console.print_json(json.dumps([f.as_dict() for f in fates]))
@@ -550,6 +556,16 @@ def db_upgrade() -> None:
     upgrade(get_runtime().settings.database.url)
     console.print("database schema is up to date")
 
+
+def _labelling_commands() -> None:
+    from autods.cli_labelling import label_studio_app, lf_report, relabel
+
+    app.command("lf-report")(lf_report)
+    app.command("relabel")(relabel)
+    app.add_typer(label_studio_app, name="label-studio")
+
+
+_labelling_commands()
 
 if __name__ == "__main__":
     app()

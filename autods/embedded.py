@@ -132,7 +132,7 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
     opts = JobOptions.from_settings(settings, **options)
     settings.worker.preload = ",".join(preloads_for_job(opts))
 
-    def start(rt) -> int:
+    def start(rt, _worker) -> int:
         from autods.tasks.canvas import start_job
 
         return start_job(rt, sources, dataset or out.resolve().name, opts,
@@ -151,7 +151,7 @@ def forget_embedded(out: Path, keys: list[str], *, workers: int | None = None,
     settings.worker.preload = ""
     planned: list[ForgetPlan] = []
 
-    def start(rt) -> int | None:
+    def start(rt, _worker) -> int | None:
         from autods.pipeline.mapjobs import dataset_name, plan_forget
         from autods.tasks.canvas import dispatch
 
@@ -163,6 +163,33 @@ def forget_embedded(out: Path, keys: list[str], *, workers: int | None = None,
 
     status = _run(settings, out, workers, start, progress)
     return planned[0], status
+
+
+def relabel_embedded(out: Path, *, lfs: str | None = None,
+                     class_balance: list[float] | None = None, workers: int | None = None,
+                     progress: bool = False) -> JobStatus:
+    """Relabel the build in ``out``: the fit as a task on the label queue, then the job
+    over its shards, on a local worker."""
+    if not (out / ".autods" / "autods.sqlite").exists():
+        raise FileNotFoundError(f"no autods build in {out}")
+    workers = workers or os.cpu_count() or 1
+    settings = embedded_settings(out, None, workers)
+    settings.worker.preload = ""
+
+    def start(rt, worker) -> int:
+        from autods.pipeline.mapjobs import dataset_name
+        from autods.tasks.app import app
+
+        result = app.send_task("autods.label.relabel", kwargs={
+            "dataset": dataset_name(rt, out.resolve().as_uri()), "lfs": lfs,
+            "class_balance": class_balance})
+        while not result.ready():
+            if not worker.alive():
+                raise RuntimeError(f"embedded worker exited; see {worker.logfile}")
+            time.sleep(0.1)
+        return result.get()
+
+    return _run(settings, out, workers, start, progress)
 
 
 def _run(settings: Settings, out: Path, workers: int, start, progress: bool
@@ -183,7 +210,7 @@ def _run(settings: Settings, out: Path, workers: int, start, progress: bool
         upgrade(settings.database.url)  # its own database: the embedded run owns it
         # This process sends the job on the embedded broker, then is left as it was found.
         with using(rt), configured(app, settings):
-            job_id = start(rt)
+            job_id = start(rt, worker)
         if job_id is None:
             worker.stop(grace_s=0)
             return None

@@ -4,7 +4,8 @@ Labelling functions are user code, so they are imported only from the module the
 configuration names (``--lfs mypkg.lfs``). That module defines ``LABELS`` (class names; a
 vote is an index into it, -1 abstains) and any number of Snorkel ``LabelingFunction``
 objects. Each LF sees one data point with ``caption``, ``text``, ``modality``, ``width``,
-``height``, ``format``, ``mode``, ``nbytes``, ``source``, ``license`` and ``meta``.
+``height``, ``format``, ``mode``, ``nbytes``, ``source``, ``license``, ``meta`` and, where
+the sample has a vector, ``embedding`` and ``embedding_model`` (for zero-shot LFs).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def load_spec(module_name: str, builtin: bool = True) -> LabelSpec:
 def data_point(**fields: Any) -> SimpleNamespace:
     """What an LF sees; missing fields are None so LFs can test them safely."""
     base = dict.fromkeys(("caption", "text", "modality", "width", "height", "format", "mode",
-                          "nbytes", "source", "license"))
+                          "nbytes", "source", "license", "embedding", "embedding_model"))
     base["meta"] = {}
     base.update(fields)
     return SimpleNamespace(**base)

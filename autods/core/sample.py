@@ -23,7 +23,7 @@ from autods.core.schema import SAMPLE, extra_column
 
 #: Fields of the ``.json`` member that are "" rather than null when absent.
 _TEXT_FIELDS = ("source", "license", "format", "mode", "label", "label_model", "caption",
-                "split", "embedding_model", "language")
+                "split", "embedding_model", "language", "label_source")
 #: Manifest fields that differ between runs and so stay out of the ``.json`` member.
 _RUN_FIELDS = ("job", "ingested_at")
 
@@ -54,6 +54,7 @@ class SampleRecord:
     label_name: str | None = None
     confidence: float | None = None
     label_model: str | None = None
+    label_source: str | None = None
     split: str | None = None
     embedding_model: str | None = None
     language: str | None = None
@@ -93,6 +94,8 @@ def build_sample(rec: SampleRecord, data: bytes, *, vector: np.ndarray | None = 
         fields["label"] = rec.label_name if has_label else None
         fields["confidence"] = rec.confidence if has_label else None
         fields["label_model"] = rec.label_model if has_label else None
+        fields["label_prob"] = fields["confidence"]
+        fields["label_source"] = rec.label_source if has_label else None
     members["json"] = sample_json(rec.key, fields, rec.caption, rec.meta or {})
     fields["caption"] = rec.caption
     fields.update(meta_fields(rec.meta or {}))
@@ -132,8 +135,9 @@ def sample_json(key: str, fields: dict[str, Any], caption: str | None,
     for name in _TEXT_FIELDS:
         if name in doc and doc[name] is None:
             doc[name] = ""
-    if "confidence" in doc and doc["confidence"] is None:
-        doc["confidence"] = 0.0
+    for name in ("confidence", "label_prob"):
+        if name in doc and doc[name] is None:
+            doc[name] = 0.0
     doc["key"] = key
     doc["meta"] = {k: v for k, v in meta.items() if v is not None}
     return json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()

@@ -104,6 +104,8 @@ SAMPLE = SampleSchema("autods.sample", 3, (
     _f("split", "string", "categorical", since=3),
     _f("embedding_model", "string", "categorical", since=3),
     _f("language", "string", "categorical", since=3),
+    _f("label_prob", "float64", "numeric", since=4),
+    _f("label_source", "string", "categorical", since=4),
 ))
 
 

@@ -283,6 +283,38 @@ class Tombstone(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class GoldLabel(Base):
+    """A label a person gave a sample (by its key), with who and when; the latest import
+    of a key wins. Gold overrides every model and calibrates the label model."""
+
+    __tablename__ = "gold_labels"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(100))
+    annotator: Mapped[str] = mapped_column(String(200))
+    annotated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    origin: Mapped[str] = mapped_column(String(300))
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LabelModelRow(Base):
+    """A label model fitted on one dataset version (``source_version``): its version tag,
+    the LF module, and in ``info`` its weights, class balance and LF report."""
+
+    __tablename__ = "label_models"
+    __table_args__ = (Index("ix_label_models_dataset", "dataset_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    version: Mapped[str] = mapped_column(String(40))
+    source_version: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    lfs: Mapped[str] = mapped_column(String(200))
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class S3Event(Base):
     """An object-created notification already turned into a job item (replays are no-ops)."""
 

@@ -179,7 +179,8 @@ def rewrite_shard(rt: Runtime, shard_id: int) -> str:
                        manifest_parquet_key=info["parent_manifest_parquet"],
                        modality=provenance["modality"])
     samples = map_samples(read_samples(store, parent),
-                          sample_map(params["map"], params["params"]))
+                          sample_map(params["map"], {**params["params"], "shard": info["parent"]},
+                                     store))
     values: dict = {"complete": True, "count": len(samples)}
     if samples:
         written = write_shard(samples, name, store, provenance)

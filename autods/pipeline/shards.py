@@ -75,6 +75,7 @@ def _records(db, job_id: int, shard_name: str) -> list[tuple[SampleRecord, str, 
         if label is not None:
             rec.label, rec.label_name = label.label, label.name
             rec.confidence, rec.label_model = label.probability, label.model_version
+            rec.label_source = "gold" if label.gold else "label_model"
         out.append((rec, asset.storage_key, feat.embedding_key if feat else None,
                     feat.embedding_row if feat else None))
     return out

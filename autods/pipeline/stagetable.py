@@ -68,6 +68,8 @@ CHUNK_STAGES: tuple[Stage, ...] = (
 
 #: Where the batch steps run: resolve, shard writing, commit, the job's end, the watchdog.
 BATCH_QUEUE = "shard"
+#: The queue of the labelling work over a whole version (``autods.label.*``).
+LABEL_QUEUE = "label"
 #: pyarrow imports pandas on its first ``Table.from_pylist``.
 BATCH_PRELOAD = ("pyarrow.parquet", "pandas")
 

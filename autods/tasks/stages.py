@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Task
 
-from autods.pipeline import lifecycle, mapjobs, shards
+from autods.pipeline import lifecycle, mapjobs, relabel, shards
 from autods.pipeline.chunks import run_stage
 from autods.pipeline.runtime import get_runtime
 from autods.pipeline.stagetable import Stage, stages
@@ -72,3 +72,14 @@ def fail_job(*args, job_id: int) -> None:
 def repair_stalled() -> list[list[int]]:
     """Send again every batch that stopped moving (see ``autods.pipeline.repair``)."""
     return [list(c) for c in canvas.repair_stalled(get_runtime())]
+
+
+@app.task(name="autods.label.relabel", base=PipelineTask)
+def relabel_dataset(dataset: str, lfs: str | None = None,
+                    class_balance: list[float] | None = None) -> int:
+    """Fit the latest version's label model with its gold labels, and the end model, then
+    send the job over its shards that writes the labels; returns that job's id."""
+    rt = get_runtime()
+    job_id, _ = relabel.plan_relabel(rt, dataset, lfs=lfs, class_balance=class_balance)
+    canvas.dispatch(rt, job_id)
+    return job_id
