@@ -210,7 +210,7 @@ class LabelStudioClient:
         try:
             return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise LabelStudioError(f"cannot reach Label Studio at {self._url}: {exc}") from exc
+            raise LabelStudioError(f"cannot reach Label Studio at {self.url}: {exc}") from exc
 
     def _renew_access(self) -> None:
         response = self._send("POST", "/api/token/refresh/", json={"refresh": self._token})
