@@ -94,8 +94,9 @@ def build_sample(rec: SampleRecord, data: bytes, *, vector: np.ndarray | None = 
         fields["label"] = rec.label_name if has_label else None
         fields["confidence"] = rec.confidence if has_label else None
         fields["label_model"] = rec.label_model if has_label else None
-        fields["label_prob"] = fields["confidence"]
-        fields["label_source"] = rec.label_source if has_label else None
+        voted = has_label and rec.label != ABSTAIN
+        fields["label_prob"] = fields["confidence"] if voted else None
+        fields["label_source"] = rec.label_source if voted else None
     members["json"] = sample_json(rec.key, fields, rec.caption, rec.meta or {})
     fields["caption"] = rec.caption
     fields.update(meta_fields(rec.meta or {}))

@@ -1,0 +1,143 @@
+"""The labelling loop end to end in the embedded mode, from the CLI as the README shows it,
+on a real labelled corpus (movie-review snippets) and a real Label Studio: build with
+keyword LFs, report on them, send the least certain samples to Label Studio, answer them
+there as a person would, import the answers as gold, relabel, and check the labels against
+the corpus's own gold that the loop never saw."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from autods.core.labelstudio import LabelStudioClient
+from autods.dataset import open_dataset
+from bench.reviews import reviews
+from tests.labelstudio_server import annotate, label_studio  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+N_REVIEWS = 1000
+N_GOLD = 200
+ENV = {"AUTODS_CLIP_PRETRAINED": "random", "AUTODS_PIPELINE_CHUNK_SIZE": "100",
+       "AUTODS_PIPELINE_BATCH_SIZE": "250"}
+
+
+def _autods(*args: str, env: dict | None = None, timeout: int = 600
+            ) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(Path(sys.executable).parent / "autods"), *args], cwd=ROOT,
+                          env={**os.environ, **ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The first reviews of the corpus (balanced) as a text source; text -> gold label."""
+    base = tmp_path_factory.mktemp("reviews")
+    chosen = reviews()[:N_REVIEWS]
+    with (base / "reviews.jsonl").open("w") as f:
+        for r in chosen:
+            f.write(json.dumps({"text": r.text, "source": "pang-lee"}) + "\n")
+    return base / "reviews.jsonl", {r.text: r.label for r in chosen}
+
+
+def _labels(out: Path, version: int, truth: dict[str, str]) -> list[tuple[str, str | None,
+                                                                           str | None]]:
+    """(gold, label, source) per sample of a version, its text read from the shards."""
+    ds = open_dataset(str(out))
+    table = ds.query("true", version=version,
+                     columns=["label", "label_source", "label_id"]).table.to_pylist()
+    rows = []
+    for row in table:
+        text = ds.get(row["key"], version=version)["txt"].decode()
+        rows.append((truth[text], row["label"], row["label_source"]))
+    return rows
+
+
+def _accuracy(rows) -> float:
+    return sum(g == lab for g, lab, _ in rows) / len(rows)
+
+
+def test_the_loop_labels_every_review_from_gold_a_person_gave_in_label_studio(
+        corpus, label_studio, tmp_path):  # noqa: F811
+    source, truth = corpus
+    out = tmp_path / "ds"
+    _autods("build", str(source), "--out", str(out), "--lfs", "examples.reviews_lfs",
+            "--workers", "2", "--quiet")
+    first = _labels(out, 1, truth)
+    assert len(first) == N_REVIEWS
+    covered_first = [r for r in first if r[1] is not None]
+    assert 0.1 < len(covered_first) / N_REVIEWS < 0.5  # keywords cover a minority
+
+    report = json.loads(_autods("lf-report", str(out), "--format", "json").stdout)
+    assert report["n_samples"] == N_REVIEWS and report["n_gold"] == 0
+    assert {r["name"] for r in report["lfs"]} >= {"lf_bad", "lf_great", "lf_boring"}
+    assert report["coverage"] == pytest.approx(len(covered_first) / N_REVIEWS)
+
+    ls_env = {"LABEL_STUDIO_URL": label_studio.url,
+              "LABEL_STUDIO_API_KEY": label_studio.token}
+    pushed = _autods("label-studio", "export", str(out), "--limit", str(N_GOLD),
+                     "--project", "0", env=ls_env).stdout
+    project = int(re.search(r"project (\d+)", pushed).group(1))
+    with LabelStudioClient(label_studio.url, label_studio.token) as client:
+        tasks = client.tasks(project)
+    assert len(tasks) == N_GOLD
+    assert all(t["data"]["text"] in truth for t in tasks)
+    for task in tasks:  # a person reads each text and picks its class
+        annotate(label_studio.url, label_studio.token, task["id"], truth[task["data"]["text"]])
+    imported = _autods("label-studio", "import", str(out), "--project", str(project),
+                       env=ls_env).stdout
+    assert f"{N_GOLD} gold label(s)" in imported
+
+    gold_report = json.loads(_autods("lf-report", str(out), "--format", "json").stdout)
+    assert gold_report["n_gold"] == N_GOLD
+
+    relabelled = _autods("relabel", str(out)).stdout
+    assert "latest version 2" in relabelled
+    after = _labels(out, 2, truth)
+    gold_texts = {t["data"]["text"] for t in tasks}
+    held_out = [r for r, text in zip(after, _texts(out, 2), strict=True)
+                if text not in gold_texts]
+    assert len(held_out) == N_REVIEWS - N_GOLD
+    assert sum(r[1] is not None for r in after) / N_REVIEWS >= 0.95
+    assert _accuracy(held_out) >= 0.70
+    sources = {r[2] for r in after}
+    assert sources == {"gold", "label_model", "end_model"}
+    assert all(g == lab for g, lab, s in after if s == "gold")
+    # Where LFs voted, no worse than the build's fit.
+    covered_after = [r for r in after if r[2] == "label_model"]
+    assert _accuracy(covered_after) >= _accuracy(covered_first) - 1e-9
+
+    # Version 1 is intact; version 2's .cls members agree with its manifests.
+    assert _labels(out, 1, truth) == first
+    _check_cls(out, 2)
+
+
+def _texts(out: Path, version: int) -> list[str]:
+    ds = open_dataset(str(out))
+    keys = ds.query("true", version=version).table.column("key").to_pylist()
+    return [ds.get(k, version=version)["txt"].decode() for k in keys]
+
+
+def _check_cls(out: Path, version: int) -> None:
+    ds = open_dataset(str(out))
+    labels = {r["key"]: r["label_id"] for r in ds.query(
+        "true", version=version, columns=["label_id"]).table.to_pylist()}
+    seen = 0
+    for url in ds.urls(version=version):
+        with tarfile.open(fileobj=io.BytesIO(Path(url.removeprefix("file://")).read_bytes())
+                          ) as tar:
+            for member in tar:
+                if member.name.endswith(".cls"):
+                    key = member.name.rsplit("/", 1)[-1].split(".")[0]
+                    assert int(tar.extractfile(member).read()) == labels[key]
+                    seen += 1
+    assert seen == len(labels)
