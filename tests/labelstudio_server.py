@@ -171,14 +171,20 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         yield server
 
 
+# An access token per server and personal token: it lives five minutes, longer than a test.
+_ACCESS: dict[tuple[str, str], str] = {}
+
+
 def annotate(url: str, token: str, task_id: int, label: str | None) -> dict:
     """Submit an answer to a text task as the labelling page does; ``None`` skips the task.
 
     Label Studio stores any choice it is sent, even one its labelling config lacks, just as
     an answer given before the config changed would be stored.
     """
-    access = httpx.post(f"{url}/api/token/refresh/", json={"refresh": token}, timeout=30)
-    headers = {"Authorization": f"Bearer {access.raise_for_status().json()['access']}"}
+    if (url, token) not in _ACCESS:
+        access = httpx.post(f"{url}/api/token/refresh/", json={"refresh": token}, timeout=30)
+        _ACCESS[url, token] = access.raise_for_status().json()["access"]
+    headers = {"Authorization": f"Bearer {_ACCESS[url, token]}"}
     result = [] if label is None else [{"from_name": "label", "to_name": "text",
                                         "type": "choices", "value": {"choices": [label]}}]
     response = httpx.post(f"{url}/api/tasks/{task_id}/annotations/", headers=headers,
