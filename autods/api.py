@@ -1,4 +1,5 @@
-"""The Python API: ``submit`` a job to a running service, or ``build`` one on this machine."""
+"""The Python API: ``submit`` a job to a running service, or ``build`` one on this machine;
+``relabel`` a dataset of the service, with the gold people gave (``import_gold``)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ def _as_list(sources: str | Sequence[str]) -> list[str]:
     return [sources] if isinstance(sources, str) else list(sources)
 
 
+def _service(settings: Settings | None) -> Runtime:
+    """This process's runtime, configured from ``settings`` when given."""
+    from autods.tasks.app import app, configure
+
+    rt = Runtime(settings) if settings is not None else get_runtime()
+    if settings is not None:
+        configure(app, settings)
+        set_runtime(rt)
+    return rt
+
+
 def submit(sources: str | Sequence[str], dataset: str, *, settings: Settings | None = None,
            output_url: str | None = None, **options) -> Job:
     """Record a job and enqueue its canvas on the configured broker; returns at once.
@@ -41,13 +53,9 @@ def submit(sources: str | Sequence[str], dataset: str, *, settings: Settings | N
     database schema must be current (``autods db upgrade``); a client never migrates it.
     ``settings`` (default: from ``AUTODS_*``) become this process's configuration.
     """
-    from autods.tasks.app import app, configure
     from autods.tasks.canvas import start_job
 
-    rt = Runtime(settings) if settings is not None else get_runtime()
-    if settings is not None:
-        configure(app, settings)
-        set_runtime(rt)
+    rt = _service(settings)
     opts = JobOptions.from_settings(rt.settings, **options)
     return Job(start_job(rt, _as_list(sources), dataset, opts, output_url=output_url), rt)
 
@@ -60,3 +68,28 @@ def build(sources: str | Sequence[str], out: str | Path, *, dataset: str | None 
 
     return run_embedded(_as_list(sources), Path(out), dataset=dataset, workers=workers,
                         progress=progress, base=settings, **options)
+
+
+def import_gold(dataset: str, export: list[dict], *, settings: Settings | None = None,
+                lfs: str | None = None, origin: str = "python") -> int:
+    """Store Label Studio's JSON export (a list of tasks) as the dataset's gold labels;
+    returns how many. The labels must be the classes of the dataset's LF module."""
+    from autods.pipeline.relabel import lfs_of
+    from autods.pipeline.review import import_gold as store
+
+    rt = _service(settings)
+    labels = rt.label_spec(lfs_of(rt, dataset, lfs)).labels
+    return len(store(rt, dataset, export, labels, origin))
+
+
+def relabel(dataset: str, *, settings: Settings | None = None, lfs: str | None = None,
+            class_balance: Sequence[float] | None = None, timeout: float | None = None) -> Job:
+    """Fit the dataset's label model (a task on the ``label`` queue) and send the job that
+    writes every sample's label into a new version; returns that job once it is sent."""
+    from autods.tasks.app import app
+
+    rt = _service(settings)
+    result = app.send_task("autods.label.relabel", kwargs={
+        "dataset": dataset, "lfs": lfs,
+        "class_balance": list(class_balance) if class_balance else None})
+    return Job(result.get(timeout=timeout), rt)

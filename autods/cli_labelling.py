@@ -216,10 +216,7 @@ def relabel(
 
 def _relabel_service(cli, dataset: str, lfs: str | None, balance: list[float] | None):
     """Send the fit to the label queue of the configured service, then watch its job."""
-    from autods.api import Job
-    from autods.tasks.app import app
+    from autods.api import relabel as send
 
-    rt, name = cli._runtime_for(dataset)
-    job_id = app.send_task("autods.label.relabel", kwargs={
-        "dataset": name, "lfs": lfs, "class_balance": balance}).get()
-    return Job(job_id, rt).wait()
+    _, name = cli._runtime_for(dataset)
+    return send(name, lfs=lfs, class_balance=balance).wait(progress=True)
