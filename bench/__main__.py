@@ -25,6 +25,7 @@ MODULES = {
     "textdedup": "bench.textdedup",
     "semantic": "bench.semantic",
     "neardup": "bench.neardup",
+    "labelling": "bench.labelling",
 }
 REPO = Path(__file__).resolve().parent.parent
 

@@ -193,12 +193,12 @@ def _check_gold(gold: dict[str, str], labels: list[str]) -> None:
                          f"({', '.join(labels)})")
 
 
-def prepare_embedding_lfs(rt: Runtime, spec: LabelSpec) -> None:
+def prepare_embedding_lfs(rt: Runtime, spec: LabelSpec) -> int:
     """Give zero-shot LFs the encoder of the vectors they will compare prompts with: the
-    sentence model for texts, CLIP's text tower for images."""
+    sentence model for texts, CLIP's text tower for images; returns how many there are."""
     from autods.core.zeroshot import bind_zero_shot
 
-    bind_zero_shot(spec.lfs, lambda modality: rt.text_embedder if modality == Modality.TEXT
+    return bind_zero_shot(spec.lfs, lambda modality: rt.text_embedder if modality == Modality.TEXT
                    else rt.embedder)
 
 

@@ -39,6 +39,20 @@ def _export(texts_labels: list[tuple[str, str]], keys: dict[str, str]) -> list[d
             for i, (text, label) in enumerate(texts_labels, 1)]
 
 
+def _zero_shot_accuracy(rt: Runtime, truth: dict[str, str]) -> float:
+    """How often the zero-shot LF's build-time votes (stored per item) are right."""
+    from autods.db.models import Item, LfVote
+
+    spec = rt.label_spec("tests.reviews_zeroshot_lfs")
+    column = [lf.name for lf in spec.lfs].index("lf_zero_shot")
+    with session_scope(rt.engine) as db:
+        rows = db.execute(select(Item.text, LfVote.votes)
+                          .join(LfVote, LfVote.item_id == Item.id)).all()
+    votes = [(truth[text], spec.labels[v[column]]) for text, v in rows if v[column] >= 0]
+    assert votes
+    return sum(g == p for g, p in votes) / len(votes)
+
+
 def _samples(rt: Runtime, settings, version: int):
     ds = autods.open_dataset("rev", settings)
     return [s for shard in ds.version(version).shards for s in read_samples(ds.store, shard)]
@@ -62,7 +76,7 @@ def test_relabel_runs_on_the_label_queue_with_gold_from_postgresql(
         cpu.wait_ready()
         gpu.wait_ready()
         built = autods.submit([str(source)], "rev", settings=settings,
-                              lfs="examples.reviews_lfs").wait(timeout=400)
+                              lfs="tests.reviews_zeroshot_lfs").wait(timeout=400)
         assert built.status == "succeeded", built.error
         rt = Runtime(settings)
         first = _samples(rt, settings, 1)
@@ -71,6 +85,11 @@ def test_relabel_runs_on_the_label_queue_with_gold_from_postgresql(
 
         report = fit_version(rt, "rev").report()
         assert report.n_samples == N_REVIEWS and report.n_gold == 0
+        # The zero-shot LF voted in the build (its votes are in the label matrix) as in the
+        # report's own fit over the shards, and mostly right.
+        zero_shot = next(r for r in report.lfs if r.name == "lf_zero_shot")
+        assert zero_shot.coverage > 0.2
+        assert _zero_shot_accuracy(rt, truth) > 0.6
         assert report.coverage == pytest.approx(
             sum(s.fields["label"] is not None for s in first) / N_REVIEWS)
 
