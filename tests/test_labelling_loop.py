@@ -18,7 +18,7 @@ import pytest
 from autods.core.labelstudio import LabelStudioClient
 from autods.core.maps import read_samples
 from autods.dataset import open_dataset
-from bench.reviews import reviews
+from bench.reviews import reviews, write_jsonl
 from tests.labelstudio_server import annotate, label_studio  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,12 +40,9 @@ def _autods(*args: str, env: dict | None = None, timeout: int = 600
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """The first reviews of the corpus (balanced) as a text source; text -> gold label."""
-    base = tmp_path_factory.mktemp("reviews")
-    chosen = reviews()[:N_REVIEWS]
-    with (base / "reviews.jsonl").open("w") as f:
-        for r in chosen:
-            f.write(json.dumps({"text": r.text, "source": "pang-lee"}) + "\n")
-    return base / "reviews.jsonl", {r.text: r.label for r in chosen}
+    path = tmp_path_factory.mktemp("reviews") / "reviews.jsonl"
+    write_jsonl(path, N_REVIEWS)
+    return path, {r.text: r.label for r in reviews()[:N_REVIEWS]}
 
 
 def _samples(out: Path, version: int) -> list:

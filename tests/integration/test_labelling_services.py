@@ -5,8 +5,6 @@ over the shards in S3."""
 
 from __future__ import annotations
 
-import json
-
 import boto3
 import pytest
 from sqlalchemy import select
@@ -19,7 +17,7 @@ from autods.embedded import WorkerProcess
 from autods.pipeline.relabel import fit_version
 from autods.pipeline.runtime import Runtime
 from autods.pipeline.stagetable import queues
-from bench.reviews import reviews
+from bench.reviews import reviews, write_jsonl
 from tests.integration.conftest import service_settings
 
 pytestmark = pytest.mark.integration
@@ -63,7 +61,7 @@ def test_relabel_runs_on_the_label_queue_with_gold_from_postgresql(
     chosen = reviews()[:N_REVIEWS]
     truth = {r.text: r.label for r in chosen}
     source = tmp_path / "reviews.jsonl"
-    source.write_text("".join(json.dumps({"text": r.text}) + "\n" for r in chosen))
+    write_jsonl(source, N_REVIEWS)
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
         Bucket=BUCKET)
     settings = service_settings(pg_url, redis_prefix, s3_endpoint, BUCKET)
