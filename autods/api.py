@@ -74,22 +74,17 @@ def import_gold(dataset: str, export: list[dict], *, settings: Settings | None =
                 lfs: str | None = None, origin: str = "python") -> int:
     """Store Label Studio's JSON export (a list of tasks) as the dataset's gold labels;
     returns how many. The labels must be the classes of the dataset's LF module."""
-    from autods.pipeline.relabel import lfs_of
     from autods.pipeline.review import import_gold as store
 
-    rt = _service(settings)
-    labels = rt.label_spec(lfs_of(rt, dataset, lfs)).labels
-    return len(store(rt, dataset, export, labels, origin))
+    return len(store(_service(settings), dataset, export, origin, lfs=lfs))
 
 
 def relabel(dataset: str, *, settings: Settings | None = None, lfs: str | None = None,
             class_balance: Sequence[float] | None = None, timeout: float | None = None) -> Job:
     """Fit the dataset's label model (a task on the ``label`` queue) and send the job that
     writes every sample's label into a new version; returns that job once it is sent."""
-    from autods.tasks.app import app
+    from autods.tasks.canvas import start_relabel
 
     rt = _service(settings)
-    result = app.send_task("autods.label.relabel", kwargs={
-        "dataset": dataset, "lfs": lfs,
-        "class_balance": list(class_balance) if class_balance else None})
-    return Job(result.get(timeout=timeout), rt)
+    return Job(start_relabel(rt, dataset, lfs=lfs, timeout=timeout,
+                             class_balance=list(class_balance) if class_balance else None), rt)

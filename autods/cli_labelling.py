@@ -153,7 +153,6 @@ def import_(
     """Annotations become gold labels (who and when kept); the label names must be the
     dataset's classes."""
     from autods.core.labelstudio import LabelStudioClient, LabelStudioError
-    from autods.pipeline.relabel import lfs_of
     from autods.pipeline.review import import_gold, read_export
 
     cli = _cli()
@@ -161,13 +160,12 @@ def import_(
         raise cli._refuse(ValueError("give an export FILE or --project ID"))
     rt, name = cli._runtime_for(dataset)
     try:
-        labels = rt.label_spec(lfs_of(rt, name, lfs)).labels
         if file is not None:
             tasks, origin = read_export(file), f"file:{file.name}"
         else:
             client = LabelStudioClient.from_env()
             tasks, origin = client.export(project), f"label-studio:{client.url}/projects/{project}"
-        gold = import_gold(rt, name, tasks, labels, origin)
+        gold = import_gold(rt, name, tasks, origin, lfs=lfs)
     except (JobRefused, ValueError, LabelStudioError, OSError) as exc:
         raise cli._refuse(exc) from None
     cli.console.print(f"{len(gold)} gold label(s) stored for {name}")

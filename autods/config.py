@@ -140,6 +140,8 @@ class ApiSettings(BaseModel):
     # A query from the network returns at most this many rows and runs at most this long.
     query_max_rows: int = 10_000
     query_timeout_s: float = 10.0
+    # How long POST /datasets/NAME/relabel waits for the label queue's fit to send its job.
+    relabel_timeout_s: float = 600.0
 
 
 class PipelineSettings(BaseModel):

@@ -224,6 +224,17 @@ class QueryOut(BaseModel):
     rows: list[dict[str, Any]]
 
 
+class GoldAccepted(BaseModel):
+    stored: int
+
+
+class RelabelIn(BaseModel):
+    """Class shares in the LF module's ``LABELS`` order (default: uniform)."""
+
+    class_balance: list[Annotated[float, Field(gt=0, le=1e6)]] | None = Field(
+        default=None, min_length=2, max_length=1000)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app; refuses to exist without a usable token unless local development says
     so (and then it answers loopback clients only)."""
@@ -387,6 +398,67 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         explain=ExplainOut(shards_total=e.shards_total,
                                            shards_skipped=e.shards_skipped,
                                            shards_read=e.shards_read, rows=e.rows))
+
+    def known(name: str) -> None:
+        with session_scope(rt.engine) as db:
+            if db.scalar(select(Dataset.id).where(Dataset.name == name)) is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {name}")
+
+    @app.get("/datasets/{name}/lf-report", dependencies=auth, tags=["labelling"],
+             responses=_ERRORS)
+    def lf_report(name: Annotated[str, Path(pattern=_DATASET)],
+                  version: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None
+                  ) -> dict[str, Any]:
+        """The LFs of the dataset's latest labelled job over every sample of the version:
+        coverage, overlaps, conflicts, polarity, the label model's weights, and accuracy
+        on the dataset's gold labels."""
+        from autods.pipeline.relabel import fit_version
+
+        open_named(name)
+        try:
+            return fit_version(rt, name, version=version).report().to_dict()
+        except (JobRefused, KeyError) as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+    @app.post("/datasets/{name}/gold", response_model=GoldAccepted, dependencies=auth,
+              tags=["labelling"], responses=_ERRORS)
+    def post_gold(name: Annotated[str, Path(pattern=_DATASET)],
+                  export: list[dict[str, Any]]) -> GoldAccepted:
+        """Label Studio's JSON export of a review project: its answers become the dataset's
+        gold labels. A label that is not one of the dataset's classes is a 422, naming it,
+        and nothing is stored."""
+        from autods.pipeline.review import import_gold
+
+        known(name)
+        try:
+            return GoldAccepted(stored=len(import_gold(rt, name, export, "rest")))
+        except JobRefused as exc:
+            raise _refused(exc) from exc
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)[:2000]) \
+                from exc
+
+    @app.post("/datasets/{name}/relabel", status_code=status.HTTP_202_ACCEPTED,
+              response_model=JobAccepted, dependencies=auth, tags=["labelling"],
+              responses=_ERRORS)
+    def post_relabel(name: Annotated[str, Path(pattern=_DATASET)],
+                     body: RelabelIn | None = None) -> JobAccepted:
+        """Fit the dataset's label model with its gold on the label queue, then run the job
+        over its shards that labels every sample; answers with that job once it is sent.
+        Only the LF module the dataset's jobs used is run."""
+        from autods.tasks.canvas import start_relabel
+
+        open_named(name)
+        balance = body.class_balance if body else None
+        try:
+            job_id = start_relabel(rt, name, class_balance=balance,
+                                   timeout=settings.api.relabel_timeout_s)
+        except JobRefused as exc:
+            raise _refused(exc) from exc
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)[:2000]) \
+                from exc
+        return JobAccepted(job_id=job_id)
 
     @app.post("/events/s3", response_model=EventsAccepted, dependencies=auth, tags=["events"],
               responses=_ERRORS)

@@ -296,3 +296,58 @@ def test_a_job_takes_filters_and_a_split_and_why_answers_for_each_input(eager, t
     assert {f["status"] for f in small} == {"filtered"}
     assert {f["detail"] for f in small} == {"max_side=96 (max 64)"}
     assert all(f["summary"].startswith("filtered: filter:max_side") for f in small)
+
+
+def test_lf_report_gold_and_relabel_over_rest(eager, tmp_path):
+    import autods.tasks.stages  # noqa: F401 - the tasks the eager jobs run, registered
+    from autods.dataset import open_dataset
+    from bench.reviews import reviews, write_jsonl
+
+    settings = eager.settings
+    settings.api.token = SecretStr(TOKEN)
+    settings.api.allow_local_sources = True
+    settings.api.lfs_allowed = "examples.reviews_lfs"
+    write_jsonl(tmp_path / "reviews.jsonl", 60)
+    truth = {r.text: r.label for r in reviews()[:60]}
+    out = tmp_path / "out"
+    body = {"sources": [str(tmp_path / "reviews.jsonl")], "dataset": "rv",
+            "output_url": out.as_uri(), "options": {"embed": False, "lfs": "examples.reviews_lfs"}}
+
+    def export(pairs: list[tuple[str, str]]) -> list[dict]:
+        return [{"id": i, "data": {"key": key, "text": ""}, "annotations": [{
+            "completed_by": {"id": 3, "email": "a@example.org"}, "was_cancelled": False,
+            "created_at": "2026-12-01T10:00:00Z", "result": [{
+                "from_name": "label", "to_name": "text", "type": "choices",
+                "value": {"choices": [label]}}]}]} for i, (key, label) in enumerate(pairs, 1)]
+
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/datasets/rv/lf-report", headers=_auth()).status_code == 404
+        assert client.post("/jobs", json=body, headers=_auth()).status_code == 202
+        ds = open_dataset(str(out))
+        keys = {ds.get(k)["txt"].decode(): k
+                for k in ds.query("true").table.column("key").to_pylist()}
+        r = client.get("/datasets/rv/lf-report", headers=_auth())
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["n_samples"] == 60 and report["n_gold"] == 0
+        assert "lf_great" in {lf["name"] for lf in report["lfs"]}
+
+        wrong = client.post("/datasets/rv/gold", headers=_auth(),
+                            json=export([(next(iter(keys.values())), "neutral")]))
+        assert wrong.status_code == 422 and "neutral" in wrong.text
+        gold = [(keys[text], label) for text, label in list(truth.items())[:10]]
+        r = client.post("/datasets/rv/gold", headers=_auth(), json=export(gold))
+        assert r.status_code == 200 and r.json() == {"stored": 10}
+        assert client.post("/datasets/nobody/gold", headers=_auth(), json=[]).status_code == 404
+        assert client.post("/datasets/rv/relabel", headers=_auth(),
+                           json={"class_balance": [1.0]}).status_code == 422
+        r = client.post("/datasets/rv/relabel", headers=_auth())
+        assert r.status_code == 202, r.text
+        assert client.get(f"/jobs/{r.json()['job_id']}",
+                          headers=_auth()).json()["status"] == "succeeded"
+        report = client.get("/datasets/rv/lf-report", headers=_auth()).json()
+    assert report["n_gold"] == 10
+    labels = {row["key"]: (row["label"], row["label_source"]) for row in open_dataset(
+        str(out)).query("true", columns=["label", "label_source"]).table.to_pylist()}
+    assert all(labels[key] == (label, "gold") for key, label in gold)
+    assert {s for _, s in labels.values()} <= {"gold", "label_model", None}

@@ -122,6 +122,25 @@ def _when(annotation: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(annotation.get("updated_at") or annotation["created_at"])
 
 
+def _read_task(task: dict[str, Any], latest: dict[str, GoldLabel]) -> None:
+    """Fold one exported task's answers into ``latest`` (per key, the newest answer)."""
+    task_id = task.get("id")
+    key = (task.get("data") or {}).get("key")
+    if key is None:
+        raise ValueError(f"task {task_id} has no data.key; it was not imported by autods")
+    for annotation in task.get("annotations") or []:
+        label = None if annotation.get("was_cancelled") else _choice(annotation, task_id)
+        if label is None:
+            continue
+        if not isinstance(label, str):
+            raise ValueError(f"task {task_id}: a choice is {label!r}, not a class name")
+        gold = GoldLabel(str(key), label, _annotator(annotation.get("completed_by")),
+                         _when(annotation), task_id)
+        current = latest.get(gold.key)
+        if current is None or gold.created_at > current.created_at:
+            latest[gold.key] = gold
+
+
 def parse_export(tasks: list[dict[str, Any]], labels: Sequence[str]) -> list[GoldLabel]:
     """Gold labels from a JSON export: per key, the most recently set answer.
 
@@ -132,20 +151,13 @@ def parse_export(tasks: list[dict[str, Any]], labels: Sequence[str]) -> list[Gol
     project and the dataset disagree on the classes.
     """
     latest: dict[str, GoldLabel] = {}
-    for task in tasks:
-        task_id = task.get("id")
-        key = (task.get("data") or {}).get("key")
-        if key is None:
-            raise ValueError(f"task {task_id} has no data.key; it was not imported by autods")
-        for annotation in task.get("annotations") or []:
-            label = None if annotation.get("was_cancelled") else _choice(annotation, task_id)
-            if label is None:
-                continue
-            gold = GoldLabel(str(key), label, _annotator(annotation.get("completed_by")),
-                             _when(annotation), task_id)
-            current = latest.get(gold.key)
-            if current is None or gold.created_at > current.created_at:
-                latest[gold.key] = gold
+    for n, task in enumerate(tasks):
+        try:
+            _read_task(task, latest)
+        except (AttributeError, TypeError, KeyError) as exc:
+            # A file or request body that only looks like an export: say where, not crash.
+            raise ValueError(f"item {n} is not a Label Studio export task "
+                             f"({type(exc).__name__}: {exc})") from exc
     unknown = sorted({gold.label for gold in latest.values()} - set(labels))
     if unknown:
         raise LabelMismatch(f"Label Studio answers name classes the dataset does not have: "

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 from autods.core.label import ABSTAIN
 from autods.core.labelstudio import GoldLabel, LabelStudioClient, make_task, parse_export
 from autods.core.records import Modality
 from autods.core.validate import IMAGE_EXTENSIONS
-from autods.pipeline.relabel import Fit, review_candidates, store_gold
+from autods.pipeline.relabel import Fit, lfs_of, review_candidates, store_gold
 from autods.pipeline.runtime import Runtime
 
 _MIME = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp", "gif": "gif",
@@ -88,10 +87,10 @@ def read_export(path: Path) -> list[dict]:
     return doc
 
 
-def import_gold(rt: Runtime, dataset: str, tasks: list[dict], labels: Sequence[str],
-                origin: str) -> list[GoldLabel]:
+def import_gold(rt: Runtime, dataset: str, tasks: list[dict], origin: str, *,
+                lfs: str | None = None) -> list[GoldLabel]:
     """Annotations become the dataset's gold labels; a label that is not one of the
-    dataset's classes is refused with the classes named, and nothing is stored."""
-    gold = parse_export(tasks, labels)
+    classes of its LF module is refused with the classes named, and nothing is stored."""
+    gold = parse_export(tasks, rt.label_spec(lfs_of(rt, dataset, lfs)).labels)
     store_gold(rt, dataset, gold, origin)
     return gold

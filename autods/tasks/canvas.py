@@ -81,6 +81,17 @@ def start_job(rt: Runtime, sources: list[str], dataset: str, options: JobOptions
     return job_id
 
 
+def start_relabel(rt: Runtime, dataset: str, *, lfs: str | None = None,
+                  class_balance: list[float] | None = None,
+                  timeout: float | None = None) -> int:
+    """Send the fit of the dataset's label model to the label queue and wait for the job
+    over its shards that the fit sends; returns that job's id."""
+    require_current(rt.engine)
+    result = app.signature("autods.label.relabel", kwargs={
+        "dataset": dataset, "lfs": lfs, "class_balance": class_balance}).apply_async()
+    return result.get(timeout=timeout)
+
+
 def dispatch(rt: Runtime, job_id: int) -> int:
     """Send every uncommitted batch of the job; returns how many were sent.
 
