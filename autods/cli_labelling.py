@@ -43,6 +43,25 @@ def _read_gold_file(path: Path, labels: list[str]) -> dict[str, str]:
     return {str(r["key"]): str(r["label"]) for r in rows}
 
 
+def _tables(report, name: str) -> tuple:
+    """The LF table and the summary, for the terminal; gold columns only with gold."""
+    from rich.table import Table
+
+    from autods.core.lfreport import summary_rows, table_rows
+
+    rows = table_rows(report)
+    keep = range(len(rows[0])) if report.n_gold else range(6)
+    table = Table(*(rows[0][i] for i in keep), title=f"Labelling functions of {name}")
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max(len(r[0]) for r in rows)
+    for row in rows[1:]:
+        table.add_row(*(row[i] for i in keep))
+    summary = Table("", "", show_header=False)
+    for key, value in summary_rows(report):
+        summary.add_row(key, value)
+    return table, summary
+
+
 def lf_report(
     dataset: DatasetArg,
     version: Annotated[int | None, typer.Option("--version", help="Version (default: latest).")]
@@ -56,9 +75,7 @@ def lf_report(
 ) -> None:
     """Per LF: coverage, overlaps, conflicts, polarity, the label model's estimated weight
     and, where gold exists, empirical accuracy; then coverage, abstain rate and labels."""
-    from rich.table import Table
-
-    from autods.core.lfreport import summary_rows, table_rows, to_html
+    from autods.core.lfreport import to_html
     from autods.pipeline.relabel import fit_version, lfs_of
 
     cli = _cli()
@@ -77,21 +94,13 @@ def lf_report(
     elif fmt == "html":
         text = to_html(report, f"Labelling functions of {name}")
     else:
-        rows = table_rows(report)
-        table = Table(*rows[0], title=f"Labelling functions of {name}")
-        for row in rows[1:]:
-            table.add_row(*row)
-        summary = Table("", "", show_header=False)
-        for key, value in summary_rows(report):
-            summary.add_row(key, value)
         if out is None:
-            cli.console.print(table)
-            cli.console.print(summary)
+            cli.console.print(*_tables(report, name))
             return
         from rich.console import Console
 
         with out.open("w", encoding="utf-8") as f:
-            Console(file=f, width=160).print(table, summary)
+            Console(file=f, width=160).print(*_tables(report, name))
         return
     if out is None:
         typer.echo(text)
@@ -203,12 +212,14 @@ def relabel(
         cli.console.print(f"[red]job {status.job_id} failed:[/red] {status.error}")
         raise typer.Exit(1)
     rt, name = cli._runtime_for(dataset)
+    from autods.core.lfreport import LfReport
     from autods.pipeline.relabel import latest_report
 
-    info = latest_report(rt, name) or {}
-    sources = ", ".join(f"{k} {v}" for k, v in info.get("label_sources", {}).items())
-    cli.console.print(f"relabelled {info.get('n_samples', 0)} sample(s) with "
-                      f"{info.get('model', {}).get('version', '?')} ({sources}); latest "
+    report = LfReport.from_dict(latest_report(rt, name))
+    cli.console.print(*_tables(report, name))
+    sources = ", ".join(f"{k} {v}" for k, v in report.label_sources.items())
+    cli.console.print(f"relabelled {report.n_samples} sample(s) with "
+                      f"{report.model.get('version', '?')} ({sources}); latest "
                       f"version {cli._open(dataset).version().number}", highlight=False)
 
 

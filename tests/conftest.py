@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labelstudio_server import label_studio  # noqa: F401 - a shared fixture
+
 pytest_plugins = ["tests.local"]
 
 # No test may reach an instance metadata endpoint (a link-local address) while boto3

@@ -164,9 +164,10 @@ def running_label_studio(folder: Path) -> Iterator[LabelStudio]:
         stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudio]:
-    """One server for a test module: starting one costs seconds, and tests use own projects."""
+    """One server for the test session (tests/conftest.py offers it): starting one costs
+    seconds, and tests use their own projects."""
     with running_label_studio(tmp_path_factory.mktemp("label-studio")) as server:
         yield server
 

@@ -14,27 +14,37 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from autods import cli
 from autods.core.labelstudio import LabelStudioClient
 from autods.core.maps import read_samples
 from autods.dataset import open_dataset
 from bench.reviews import reviews, write_jsonl
-from tests.labelstudio_server import annotate, label_studio  # noqa: F401
+from tests.labelstudio_server import annotate
 
 ROOT = Path(__file__).resolve().parents[1]
-N_REVIEWS = 1000
+N_REVIEWS = 800
 N_GOLD = 200
 ENV = {"AUTODS_CLIP_PRETRAINED": "random", "AUTODS_PIPELINE_CHUNK_SIZE": "100",
        "AUTODS_PIPELINE_BATCH_SIZE": "250"}
 
 
-def _autods(*args: str, env: dict | None = None, timeout: int = 600
-            ) -> subprocess.CompletedProcess:
+def _autods(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A command that starts a worker, run as a user runs it."""
     proc = subprocess.run([str(Path(sys.executable).parent / "autods"), *args], cwd=ROOT,
-                          env={**os.environ, **ENV, **(env or {})}, capture_output=True,
+                          env={**os.environ, **ENV}, capture_output=True,
                           text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def _autods_here(*args: str, env: dict | None = None) -> str:
+    """A command that runs in its own process only, run in this one (the same CLI app, its
+    imports paid once); returns what it printed."""
+    result = CliRunner().invoke(cli.app, list(args), env={**ENV, **(env or {})})
+    assert result.exit_code == 0, result.output[-3000:]
+    return result.output
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +74,7 @@ def _accuracy(rows) -> float:
 
 
 def test_the_loop_labels_every_review_from_gold_a_person_gave_in_label_studio(
-        corpus, label_studio, tmp_path):  # noqa: F811
+        corpus, label_studio, tmp_path):
     source, truth = corpus
     out = tmp_path / "ds"
     _autods("build", str(source), "--out", str(out), "--lfs", "examples.reviews_lfs",
@@ -74,15 +84,15 @@ def test_the_loop_labels_every_review_from_gold_a_person_gave_in_label_studio(
     covered_first = [r for r in first if r[1] is not None]
     assert 0.1 < len(covered_first) / N_REVIEWS < 0.5  # keywords cover a minority
 
-    report = json.loads(_autods("lf-report", str(out), "--format", "json").stdout)
+    report = json.loads(_autods_here("lf-report", str(out), "--format", "json"))
     assert report["n_samples"] == N_REVIEWS and report["n_gold"] == 0
     assert {r["name"] for r in report["lfs"]} >= {"lf_bad", "lf_great", "lf_boring"}
     assert report["coverage"] == pytest.approx(len(covered_first) / N_REVIEWS)
 
     ls_env = {"LABEL_STUDIO_URL": label_studio.url,
               "LABEL_STUDIO_API_KEY": label_studio.token}
-    pushed = _autods("label-studio", "export", str(out), "--limit", str(N_GOLD),
-                     "--project", "0", env=ls_env).stdout
+    pushed = _autods_here("label-studio", "export", str(out), "--limit", str(N_GOLD),
+                          "--project", "0", env=ls_env)
     project = int(re.search(r"project (\d+)", pushed).group(1))
     with LabelStudioClient(label_studio.url, label_studio.token) as client:
         tasks = client.tasks(project)
@@ -90,8 +100,8 @@ def test_the_loop_labels_every_review_from_gold_a_person_gave_in_label_studio(
     assert all(t["data"]["text"] in truth for t in tasks)
     for task in tasks:  # a person reads each text and picks its class
         annotate(label_studio.url, label_studio.token, task["id"], truth[task["data"]["text"]])
-    imported = _autods("label-studio", "import", str(out), "--project", str(project),
-                       env=ls_env).stdout
+    imported = _autods_here("label-studio", "import", str(out), "--project", str(project),
+                            env=ls_env)
     assert f"{N_GOLD} gold label(s)" in imported
 
     relabelled = _autods("relabel", str(out)).stdout

@@ -229,10 +229,15 @@ class Assignment:
 
 
 def assign(fitted: FittedLabelModel, matrix: np.ndarray, y: np.ndarray,
-           vectors: np.ndarray | None, seed: int) -> Assignment:
+           vectors: np.ndarray | None, seed: int,
+           groups: np.ndarray | None = None) -> Assignment:
     """Gold where there is gold; the label model where an LF voted; the end model on the
     embeddings elsewhere (no label, ``-1``, where a sample has no vector or no end model
-    could be trained)."""
+    could be trained).
+
+    ``groups`` names each row's vector space (its embedding model): one end model is
+    trained per group, as CLIP image vectors and sentence vectors of texts cannot share
+    one. Rows of narrower spaces are zero-padded to the matrix's width."""
     n, k = matrix.shape[0], len(fitted.labels)
     probs = fitted.predict_proba(matrix)
     covered = (matrix != ABSTAIN).any(axis=1) if n else np.zeros(0, bool)
@@ -250,12 +255,16 @@ def assign(fitted: FittedLabelModel, matrix: np.ndarray, y: np.ndarray,
             source[i] = LabelSource.LABEL_MODEL
     if vectors is not None and n:
         has_vec = ~np.isnan(vectors).any(axis=1)
-        train = has_vec & (covered | gold)
+        group_of = np.zeros(n, np.int64) if groups is None else np.asarray(groups)
         target = np.where(gold[:, None], onehot, probs)
-        model = train_end_model(vectors[train], target[train], seed,
-                                fitted.class_balance) if train.any() else None
-        todo = has_vec & ~covered
-        if model is not None and todo.any():
+        for group in np.unique(group_of[has_vec]):
+            mine = has_vec & (group_of == group)
+            train = mine & (covered | gold)
+            model = train_end_model(vectors[train], target[train], seed,
+                                    fitted.class_balance) if train.any() else None
+            todo = mine & ~covered
+            if model is None or not todo.any():
+                continue
             end = end_model_proba(model, vectors[todo], k)
             rows = np.flatnonzero(todo)
             label[rows] = end.argmax(axis=1)

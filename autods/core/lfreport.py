@@ -8,6 +8,7 @@ row of the version; empirical accuracy only over the rows with gold, where it is
 from __future__ import annotations
 
 import html
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,11 @@ class LfReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> LfReport:
+        """A report as ``to_dict`` stored it (a label model's row keeps one)."""
+        return cls(**{**doc, "lfs": [LfRow(**row) for row in doc["lfs"]]})
+
 
 def lf_report(matrix: np.ndarray, lf_names: Sequence[str], labels: Sequence[str],
               y: np.ndarray, weights: Sequence[float] | None = None,
@@ -63,9 +69,11 @@ def lf_report(matrix: np.ndarray, lf_names: Sequence[str], labels: Sequence[str]
     gold = y != ABSTAIN
     if n:
         analysis = LFAnalysis(matrix)
-        cov, ovl, cfl = (analysis.lf_coverages(), analysis.lf_overlaps(),
-                         analysis.lf_conflicts())
-        polarity = analysis.lf_polarities()
+        with warnings.catch_warnings():  # scipy's notice about a dtype Snorkel passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            cov, ovl, cfl = (analysis.lf_coverages(), analysis.lf_overlaps(),
+                             analysis.lf_conflicts())
+            polarity = analysis.lf_polarities()
     else:
         cov = ovl = cfl = np.zeros(m)
         polarity = [[] for _ in range(m)]

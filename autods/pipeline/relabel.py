@@ -11,6 +11,7 @@ keeping the older version intact.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -59,6 +60,7 @@ class VersionSamples:
     shards: list[str]
     points: list[SimpleNamespace]
     vectors: np.ndarray | None  # NaN rows where a sample has no vector
+    groups: np.ndarray  # each row's vector space (embedding model and width), as a code
     texts: list[str]
     modalities: list[str]
 
@@ -74,7 +76,9 @@ def read_version_samples(store, version: Version) -> VersionSamples:
             is_text = f.get("modality") == Modality.TEXT
             vector = (np.load(io.BytesIO(sample.members["npy"]), allow_pickle=False)
                       if "npy" in sample.members else None)
-            meta = {k: v for k, v in f.items() if k not in _POINT_FIELDS}
+            # The source's own fields, as the build's LFs saw them (the .json member).
+            meta = json.loads(sample.members["json"]).get("meta", {}) \
+                if "json" in sample.members else {}
             points.append(data_point(
                 caption=None if is_text else (f.get("caption") or text or None),
                 text=text if is_text else None, meta=meta, embedding=vector,
@@ -84,14 +88,26 @@ def read_version_samples(store, version: Version) -> VersionSamples:
             texts.append(text)
             modalities.append(str(f.get("modality")))
             vectors.append(vector)
-    dim = next((v.shape[0] for v in vectors if v is not None), None)
-    matrix = None
-    if dim is not None:
-        matrix = np.full((len(vectors), dim), np.nan, np.float32)
-        for i, v in enumerate(vectors):
-            if v is not None and v.shape[0] == dim:
-                matrix[i] = v
-    return VersionSamples(keys, shards, points, matrix, texts, modalities)
+    matrix, groups = _vector_matrix(vectors, [p.embedding_model for p in points])
+    return VersionSamples(keys, shards, points, matrix, groups, texts, modalities)
+
+
+def _vector_matrix(vectors: list[np.ndarray | None], models: list[str | None]
+                   ) -> tuple[np.ndarray | None, np.ndarray]:
+    """One matrix of every vector, zero-padded to the widest (NaN rows: no vector), and
+    the code of each row's vector space: images and texts of one dataset embed apart."""
+    spaces = {(m, v.shape[0]) for m, v in zip(models, vectors, strict=True) if v is not None}
+    code = {space: i for i, space in enumerate(sorted(spaces, key=str))}
+    groups = np.array([code[(m, v.shape[0])] if v is not None else -1
+                       for m, v in zip(models, vectors, strict=True)], np.int64)
+    if not spaces:
+        return None, groups
+    matrix = np.full((len(vectors), max(d for _, d in spaces)), np.nan, np.float32)
+    for i, v in enumerate(vectors):
+        if v is not None:
+            matrix[i] = 0.0
+            matrix[i, :v.shape[0]] = v
+    return matrix, groups
 
 
 def _dataset(db, name: str) -> Dataset:
@@ -182,7 +198,7 @@ def fit_version(rt: Runtime, dataset: str, *, lfs: str | None = None,
     model = fit_label_model(spec, matrix, y, epochs=settings.epochs, seed=settings.seed,
                             class_balance=class_balance, gold_sha=gold_digest(
                                 {k: v for k, v in gold.items() if k in set(samples.keys)}))
-    assignment = assign(model, matrix, y, samples.vectors, settings.seed)
+    assignment = assign(model, matrix, y, samples.vectors, settings.seed, samples.groups)
     return Fit(dataset, output_url, ver, spec, samples, matrix, y, model, assignment)
 
 

@@ -456,3 +456,23 @@ def test_entropy_exact_values() -> None:
     expected = [math.log(2), 0.0, math.log(3),
                 -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))]
     np.testing.assert_allclose(got, expected, atol=1e-9)
+
+
+def test_assign_trains_one_end_model_per_vector_space(clusters) -> None:
+    """Rows of two embedding models each get their own end model: the second space has
+    the classes the other way round, so one linear model over both cannot label both
+    (about half right), while one per space labels each."""
+    truth, matrix = clusters["truth"], clusters["matrix"]
+    n = len(truth)
+    second = np.random.default_rng(3).random(n) < 0.5
+    vectors = clusters["vectors"].copy()
+    vectors[second] = -vectors[second]
+    spec = LabelSpec(labels=["a", "b"], lfs=[keyword_lf(f"lf{j}", 0, [f"w{j}"])
+                                             for j in range(3)], source="t")
+    none = np.full(n, ABSTAIN)
+    fitted = fit_label_model(spec, matrix, none, epochs=200, seed=0)
+    uncovered = ~clusters["covered"]
+    grouped = assign(fitted, matrix, none, vectors, seed=0, groups=second.astype(int))
+    assert (grouped.label[uncovered] == truth[uncovered]).mean() > 0.9
+    mixed = assign(fitted, matrix, none, vectors, seed=0)
+    assert (mixed.label[uncovered] == truth[uncovered]).mean() < 0.75

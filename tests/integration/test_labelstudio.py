@@ -17,7 +17,7 @@ from autods.core.labelstudio import (
     make_task,
     parse_export,
 )
-from tests.labelstudio_server import LabelStudio, annotate, label_studio  # noqa: F401
+from tests.labelstudio_server import LabelStudio, annotate
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ LABELS = ["negative", "positive"]
 
 
 @pytest.fixture
-def client(label_studio: LabelStudio):  # noqa: F811
+def client(label_studio: LabelStudio):
     with LabelStudioClient(label_studio.url, label_studio.token) as ls:
         yield ls
 
@@ -36,7 +36,7 @@ def _text_tasks(count: int) -> list[dict]:
             for i in range(count)]
 
 
-def test_weak_labels_go_out_and_gold_labels_come_back(label_studio: LabelStudio,  # noqa: F811
+def test_weak_labels_go_out_and_gold_labels_come_back(label_studio: LabelStudio,
                                                       client: LabelStudioClient) -> None:
     project = client.create_project("weak labels", label_config(LABELS, "text"))
     sent = _text_tasks(5)
@@ -70,7 +70,7 @@ def test_weak_labels_go_out_and_gold_labels_come_back(label_studio: LabelStudio,
     assert second_look.created_at == datetime.fromisoformat(changed["updated_at"])
 
 
-def test_an_answer_outside_the_classes_is_named(label_studio: LabelStudio,  # noqa: F811
+def test_an_answer_outside_the_classes_is_named(label_studio: LabelStudio,
                                                 client: LabelStudioClient) -> None:
     project = client.create_project("changed classes", label_config(LABELS, "text"))
     client.import_tasks(project, _text_tasks(1))
@@ -103,7 +103,7 @@ def test_a_refused_access_token_is_renewed_once(client: LabelStudioClient) -> No
     assert client.create_project("after", label_config(LABELS, "text")) > 0
 
 
-def test_server_errors_carry_status_and_message(label_studio: LabelStudio,  # noqa: F811
+def test_server_errors_carry_status_and_message(label_studio: LabelStudio,
                                                 client: LabelStudioClient) -> None:
     with pytest.raises(LabelStudioError, match="at least 3 characters") as refused:
         client.create_project("x", label_config(LABELS, "text"))
