@@ -17,14 +17,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from autods.core.maps import map_samples, read_samples, sample_map
 from autods.core.records import JobRefused, JobState, ShardInfo
 from autods.core.shard import write_shard
 from autods.core.validate import IMAGE_EXTENSIONS
 from autods.core.versions import Version, locate, read_version
-from autods.db.models import Asset, Dataset, Item, Job, Shard, Tombstone, utcnow
+from autods.db.models import Asset, Dataset, GoldLabel, Item, Job, Shard, Tombstone, utcnow
 from autods.db.session import require_current, session_scope
 from autods.pipeline.runtime import Runtime
 from autods.version import PIPELINE_VERSION
@@ -195,8 +195,8 @@ def rewrite_shard(rt: Runtime, shard_id: int) -> str:
 
 
 def delete_forgotten(rt: Runtime, job_id: int) -> int:
-    """Delete the stored objects of the job's tombstoned samples (after its version is
-    out); their asset rows stay, without an object, so the content is refused if it comes
+    """Delete the stored objects and gold labels of the job's tombstoned samples (after its
+    version is out); their asset rows stay, without an object, so the content is refused if it comes
     again. Objects are content-addressed and shared by every dataset of the store: one that
     another dataset's asset still uses is kept."""
     with session_scope(rt.engine) as db:
@@ -212,9 +212,14 @@ def delete_forgotten(rt: Runtime, job_id: int) -> int:
         store.delete(key)
     # Recorded after the deletes: a finalize that dies between them deletes again. A text
     # sample's content and every caption live in the items' rows too: cleared as well.
-    if ids:
-        with session_scope(rt.engine) as db:
+    with session_scope(rt.engine) as db:
+        if ids:
             db.execute(update(Asset).where(Asset.id.in_(ids)).values(storage_key=""))
             db.execute(update(Item).where(Item.asset_id.in_(ids))
                        .values(text=None, caption=None))
+        # What people said of a forgotten sample goes with it (the annotator too).
+        keys = select(Tombstone.key).where(Tombstone.job_id == job_id)
+        db.execute(delete(GoldLabel).where(
+            GoldLabel.dataset_id == select(Job.dataset_id).where(Job.id == job_id)
+            .scalar_subquery(), GoldLabel.key.in_(keys)))
     return len(rows)

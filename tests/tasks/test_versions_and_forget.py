@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 import autods
+from autods.core.labelstudio import GoldLabel
 from autods.core.records import JobState
 from autods.db.models import Asset, Job, Tombstone
 from autods.db.session import session_scope
 from autods.pipeline.mapjobs import plan_forget
 from autods.pipeline.options import JobOptions
 from autods.pipeline.plan import create_job
+from autods.pipeline.relabel import gold_labels, store_gold
 from autods.pipeline.status import job_status
 from autods.progress import watch
 from autods.tasks.canvas import dispatch
@@ -52,6 +55,9 @@ def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
     doomed = ds.query("ordinal = 0", columns=["sha256"]).table.to_pylist()
     keys = [r["key"] for r in doomed]
     assert len(keys) == 2  # the first input of each job
+    kept_key = next(k for k in ds.query("ordinal = 1").table["key"].to_pylist())
+    store_gold(runtime, "pets", [GoldLabel(k, "cat", "ann@example.org", datetime.now(UTC), 1)
+                                 for k in (*keys, kept_key)], "test")
     plan = plan_forget(runtime, "pets", [*keys, "f" * 24])
     assert plan.missing == ["f" * 24] and sorted(plan.found) == sorted(keys)
     # Planning the same change again, before it ran, resumes it instead of adding a job.
@@ -85,6 +91,8 @@ def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
     assert [key for _, key in assets] == ["", ""]
     assert not [k for k in store.list("") if any(r["sha256"] in k for r in doomed)]
     assert kinds == {first: "build", second: "build", plan.job_id: "map"}
+    # Gold labels of forgotten samples are gone; others stay.
+    assert set(gold_labels(runtime, "pets")) == {kept_key}
 
     # Forgetting what is already forgotten finds nothing and starts no job.
     again = plan_forget(runtime, "pets", keys)
