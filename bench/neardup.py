@@ -79,14 +79,16 @@ def _full_decode_phash(blob: bytes) -> int:
 
 
 def _verdicts(blobs: list[bytes], phashes: list[int], checks: list[int | None],
-              k: int) -> list[tuple[ItemStatus, int | None]]:
+              k: int, thumbs: list[bytes | None] | None = None
+              ) -> list[tuple[ItemStatus, int | None]]:
     """(status, index of the kept image) per image, as ``dedup.resolve`` decides them; equal
     bytes are one asset, so an unchanged re-save is an exact duplicate."""
     asset_of: dict[str, int] = {}
     candidates = [
         Candidate(i, i, asset_of.setdefault(hashlib.sha256(b).hexdigest(), len(asset_of)),
-                  phash, check)
-        for i, (b, phash, check) in enumerate(zip(blobs, phashes, checks, strict=True))]
+                  phash, check, thumb)
+        for i, (b, phash, check, thumb) in enumerate(zip(
+            blobs, phashes, checks, thumbs or [None] * len(blobs), strict=True))]
     verdicts = resolve(candidates, {}, [ImageNearRule(k)])
     return [(v.status, v.duplicate_of) for v in sorted(verdicts, key=lambda v: v.item_id)]
 
@@ -131,7 +133,9 @@ def _quality_rows(nearset: neardata.NearSet) -> list[Row]:
     features = [image_features(b) for b in blobs]
     phashes = [f.phash for f in features]
     scores = {
-        "new": _Score(items, _verdicts(blobs, phashes, [f.check for f in features], K)),
+        "new": _Score(items, _verdicts(blobs, phashes, [f.check for f in features], K,
+                                       [f.thumb for f in features])),
+        "hashes": _Score(items, _verdicts(blobs, phashes, [f.check for f in features], K)),
         "k4": _Score(items, _verdicts(blobs, phashes, [None] * len(blobs), K)),
         "full": _Score(items, _verdicts(blobs, [_full_decode_phash(b) for b in blobs],
                                         [None] * len(blobs), K)),

@@ -172,8 +172,16 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         yield server
 
 
-# An access token per server and personal token: it lives five minutes, longer than a test.
+# An access token per server and personal token, renewed when the server refuses it (it
+# lives five minutes; one server serves the whole session).
 _ACCESS: dict[tuple[str, str], str] = {}
+
+
+def _access(url: str, token: str, renew: bool = False) -> str:
+    if renew or (url, token) not in _ACCESS:
+        access = httpx.post(f"{url}/api/token/refresh/", json={"refresh": token}, timeout=30)
+        _ACCESS[url, token] = access.raise_for_status().json()["access"]
+    return _ACCESS[url, token]
 
 
 def annotate(url: str, token: str, task_id: int, label: str | None) -> dict:
@@ -182,12 +190,13 @@ def annotate(url: str, token: str, task_id: int, label: str | None) -> dict:
     Label Studio stores any choice it is sent, even one its labelling config lacks, just as
     an answer given before the config changed would be stored.
     """
-    if (url, token) not in _ACCESS:
-        access = httpx.post(f"{url}/api/token/refresh/", json={"refresh": token}, timeout=30)
-        _ACCESS[url, token] = access.raise_for_status().json()["access"]
-    headers = {"Authorization": f"Bearer {_ACCESS[url, token]}"}
     result = [] if label is None else [{"from_name": "label", "to_name": "text",
                                         "type": "choices", "value": {"choices": [label]}}]
-    response = httpx.post(f"{url}/api/tasks/{task_id}/annotations/", headers=headers,
-                          json={"result": result, "was_cancelled": label is None}, timeout=30)
+    body = {"result": result, "was_cancelled": label is None}
+    for renew in (False, True):
+        headers = {"Authorization": f"Bearer {_access(url, token, renew)}"}
+        response = httpx.post(f"{url}/api/tasks/{task_id}/annotations/", headers=headers,
+                              json=body, timeout=30)
+        if response.status_code != 401:
+            break
     return response.raise_for_status().json()
