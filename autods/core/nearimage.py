@@ -97,12 +97,11 @@ def band_rows(phash: int, check: int | None, band_k: int) -> list[tuple[int, int
 
 
 def thumbnail(thumb: Any) -> bytes:
-    """The region print of an image: ``THUMB_SIDE``² grey levels, the means of 2x2 blocks
-    of the 32x32 greyscale thumbnail both hashes read (one byte each, row-major)."""
-    a = np.asarray(thumb, np.float32)
-    side = a.shape[0] // THUMB_SIDE
-    blocks = a.reshape(THUMB_SIDE, side, THUMB_SIDE, side).mean(axis=(1, 3))
-    return np.rint(blocks).astype(np.uint8).tobytes()
+    """The region print of an image: ``THUMB_SIDE``² grey levels, the rounded means of 2x2
+    blocks of the 32x32 greyscale thumbnail both hashes read (one byte each, row-major)."""
+    from PIL import Image
+
+    return thumb.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX).tobytes()
 
 
 def region_distance(a: bytes, b: bytes) -> float:
