@@ -21,6 +21,7 @@ from autods.core.nearimage import (
     MAX_RADIUS,
     MAX_REGION_DIFF,
     THUMB_SIDE,
+    band_radius,
     band_rows,
     budget,
     candidate_radius,
@@ -226,3 +227,14 @@ def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("k", range(13))
+def test_the_band_index_finds_every_candidate_the_rule_admits(k):
+    """Every (pHash, check) distance pair ``is_candidate`` admits is within the pHash bands'
+    radius or the check bands'."""
+    for phash_d in range(65):
+        for check_d in range(65):
+            if is_candidate(phash_d, check_d, k):
+                assert phash_d <= band_radius(k) or check_d <= CHECK_RADIUS, (phash_d, check_d)
+    assert band_radius(4) == 4 and band_radius(12) == candidate_radius(12)
