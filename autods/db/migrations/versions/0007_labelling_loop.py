@@ -1,5 +1,4 @@
-"""The labelling loop: gold labels from people, and the label models fitted per version;
-the region print of an image, which confirms near duplicates
+"""The labelling loop: gold labels from people, and the label models fitted per version
 
 Revision ID: 0007
 Revises: 0006
@@ -16,8 +15,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("features") as batch:
-        batch.add_column(sa.Column("thumb", sa.LargeBinary(), nullable=True))
     op.create_table(
         "gold_labels",
         sa.Column("dataset_id", sa.Integer(), sa.ForeignKey("datasets.id"), primary_key=True),
@@ -46,5 +43,3 @@ def downgrade() -> None:
     op.drop_index("ix_label_models_dataset", "label_models")
     op.drop_table("label_models")
     op.drop_table("gold_labels")
-    with op.batch_alter_table("features") as batch:
-        batch.drop_column("thumb")
