@@ -36,9 +36,9 @@ from autods.core.lfreport import LfReport, lf_report
 from autods.core.maps import read_samples
 from autods.core.records import JobRefused, Modality
 from autods.core.versions import Version, read_version
-from autods.db.models import Dataset, GoldLabel, Job, LabelModelRow, utcnow
+from autods.db.models import GoldLabel, Job, LabelModelRow, utcnow
 from autods.db.session import session_scope
-from autods.pipeline.mapjobs import DatasetUnknown, _create_map_job
+from autods.pipeline.mapjobs import _create_map_job, _dataset
 from autods.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -108,13 +108,6 @@ def _vector_matrix(vectors: list[np.ndarray | None], models: list[str | None]
             matrix[i] = 0.0
             matrix[i, :v.shape[0]] = v
     return matrix, groups
-
-
-def _dataset(db, name: str) -> Dataset:
-    ds = db.scalar(select(Dataset).where(Dataset.name == name))
-    if ds is None:
-        raise DatasetUnknown(f"no dataset {name!r} in the database")
-    return ds
 
 
 def gold_labels(rt: Runtime, dataset: str) -> dict[str, str]:
