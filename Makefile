@@ -7,7 +7,7 @@ LS_VENV ?= .venv-ls
 LABEL_STUDIO := label-studio==1.23.2
 CORPUS := $(or $(AUTODS_CORPUS_DIR),$(HOME)/.cache/autods/corpora)/pang-lee-sentence-polarity.csv
 
-.PHONY: install sample test lint soak bench
+.PHONY: install sample test lint soak bench system-deps
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -42,11 +42,19 @@ sample: $(VENV)/.installed
 	AUTODS_CLIP_PRETRAINED=$${AUTODS_CLIP_PRETRAINED:-random} $(VENV)/bin/autods build examples/sample/images examples/sample/texts.jsonl \
 		--out sample-ds --lfs examples.sample_lfs
 
-test: install
+# Debian packages the tests drive: a headless browser for the HTML report, promtool for
+# the alert rules.
+system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		&& command -v promtool >/dev/null || (apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		chromium chromium-driver prometheus >/dev/null)
+
+test: install system-deps
 	bash scripts/ensure-services.sh
 	$(PY) -m pytest
 
-soak: install
+soak: install system-deps
 	bash scripts/ensure-services.sh
 	$(PY) -m pytest -m soak
 

@@ -534,6 +534,27 @@ def why(
 
 
 @app.command()
+def report(
+    dataset: DatasetRef,
+    version: Annotated[int | None, typer.Option(
+        "--version", help="Only the jobs that built the dataset up to this version.")] = None,
+    job: Annotated[int | None, typer.Option("--job", help="Only this build job.")] = None,
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Write one self-contained HTML page about the dataset: the funnel of inputs, duplicate
+    clusters, rejects, labels and LFs, stage throughput and queue waits, embedding map."""
+    from autods.pipeline.report import write_report
+
+    _importable_here()
+    rt, name = _runtime_for(dataset)
+    try:
+        write_report(rt, name, out, version=version, job=job)
+    except LookupError as exc:
+        raise _refuse(exc) from None
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)", highlight=False)
+
+
+@app.command()
 def gc(
     dataset: DatasetRef,
     keep: Annotated[int, typer.Option(help="Versions to keep (the newest).")] = 1,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import select, text
@@ -419,6 +419,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return fit_version(rt, name, version=version).report().to_dict()
         except (JobRefused, KeyError) as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+    @app.get("/datasets/{name}/report", dependencies=auth, tags=["datasets"],
+             responses={**_ERRORS, 200: {"content": {"text/html": {}}}},
+             response_class=HTMLResponse)
+    def report(name: Annotated[str, Path(pattern=_DATASET)],
+               version: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
+               job: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None) -> HTMLResponse:
+        """The dataset report as one self-contained HTML page (what ``autods report``
+        writes): funnel, duplicate clusters, rejects, labels, stage timings, embedding map."""
+        from autods.core.report import render
+        from autods.pipeline.report import build_page
+
+        known(name)
+        try:
+            page = build_page(rt, name, version=version, job=job)
+        except LookupError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        return HTMLResponse(render(page))
 
     @app.post("/datasets/{name}/gold", response_model=GoldAccepted, dependencies=auth,
               tags=["labelling"], responses=_ERRORS)

@@ -268,3 +268,72 @@ def test_a_job_that_cannot_start_fails_in_one_line_before_any_work(tmp_path, arg
     with sqlite3.connect(out / ".autods" / "autods.sqlite") as db:
         assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 0
+
+
+def _report(out: Path, html: Path) -> None:
+    proc = subprocess.run([str(Path(sys.executable).parent / "autods"), "report", str(out),
+                           "--out", str(html)], cwd=ROOT, env={**os.environ, **ENV},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _cells(driver, selector: str) -> list[list[str]]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map("
+        "r => Array.from(r.cells).map(c => c.textContent.trim()));", selector)
+
+
+def test_the_report_shows_the_build_and_opens_in_a_browser(built, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from tests.browser import chromium, load_seconds, page_problems
+
+    out, _ = built
+    html = tmp_path / "report.html"
+    _report(out, html)
+    assert html.stat().st_size < 20e6
+    with sqlite3.connect(out / ".autods" / "autods.sqlite") as db:
+        kept_of = dict(db.execute(
+            "SELECT d.uri, k.uri FROM items d JOIN items k ON k.id = d.duplicate_of"))
+        labels = dict(db.execute(
+            "SELECT l.name, count(*) FROM labels l JOIN items i ON i.id = l.item_id "
+            "WHERE i.status = 'published' AND l.name IS NOT NULL GROUP BY l.name"))
+        embedded = db.execute(
+            "SELECT count(*) FROM items i JOIN features f ON f.asset_id = i.asset_id "
+            "WHERE i.status = 'published' AND f.embedding_key IS NOT NULL "
+            "GROUP BY f.embedding_model ORDER BY 1 DESC").fetchone()[0]
+    with chromium() as driver:
+        driver.get(html.as_uri())
+        assert page_problems(driver) == []
+        print(f"report of the sample: {html.stat().st_size / 1e6:.2f} MB, "
+              f"loaded in {load_seconds(driver):.2f} s")
+        funnel = {(r[0], r[1]): int(r[2].replace(",", ""))
+                  for r in _cells(driver, "table.funnel tr")[1:]}
+        assert funnel == {("inputs", "every listed input"): 68,
+                          ("rejected", "corrupt_image"): 1, ("rejected", "not_an_image"): 1,
+                          ("duplicate", "rule sha256"): 4, ("duplicate", "rule phash"): 3,
+                          ("published", "samples in shards"): 59}
+        for section in ("funnel", "duplicates", "rejects", "labels", "timing", "embeddings"):
+            element = driver.find_element(By.ID, section)
+            assert element.is_displayed()
+            assert not element.find_elements(By.CSS_SELECTOR, ":scope > p.empty"), section
+        clusters = driver.find_elements(By.CSS_SELECTOR, ".cluster")
+        assert len(clusters) == len(set(kept_of.values())) == 7
+        for cluster in clusters:
+            kept, *absorbed = [t.get_attribute("title")
+                               for t in cluster.find_elements(By.CSS_SELECTOR, ".tile")]
+            assert absorbed and all(kept_of[uri] == kept for uri in absorbed)
+        headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#labels h3")]
+        for name, count in labels.items():
+            assert any(h.startswith(f"{name}: {count} (") for h in headings), (name, headings)
+        lf_rows = _cells(driver, "#labels table tr")
+        assert any(r and r[0] == "lf_circle_words" for r in lf_rows), lf_rows
+        stages = {r[0]: r[2] for r in _cells(driver, "#timing table tr")[1:5]}
+        assert stages == {"ingest": "68", "preprocess": "68", "embed": "68", "label": "68"}
+        points = driver.find_elements(By.CSS_SELECTOR, ".map circle")
+        assert len(points) == embedded
+        ActionChains(driver).move_to_element(points[0]).perform()
+        hover = driver.find_element(By.ID, "hover")
+        assert hover.is_displayed() and hover.text.split(" · ")[0] == \
+            points[0].get_attribute("data-caption").split(" · ")[0]

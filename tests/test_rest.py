@@ -289,6 +289,21 @@ def test_a_job_takes_filters_and_a_split_and_why_answers_for_each_input(eager, t
         small = [why(client, "small", name)[0] for name in exp.files]
         assert client.get("/datasets/d/why", headers=_auth(),
                           params={"ref": "nothing"}).status_code == 404
+        report = client.get("/datasets/d/report", headers=_auth())
+        small_report = client.get("/datasets/small/report", headers=_auth()).text
+        for params, code in (({"job": 10**6}, 404), ({"version": 0}, 422)):
+            assert client.get("/datasets/d/report", headers=_auth(),
+                              params=params).status_code == code
+        assert client.get("/datasets/nobody/report", headers=_auth()).status_code == 404
+        assert client.get("/datasets/d/report").status_code == 401
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    n = len(exp.files) + len(exp.near)
+    for row in (f"<td>inputs</td><td>every listed input</td><td>{n}</td>",
+                "<td>duplicate</td><td>rule phash</td><td>1</td>",
+                f"<td>published</td><td>samples in shards</td><td>{len(exp.files)}</td>"):
+        assert row in report.text
+    assert report.text.count('class="cluster"') == 1
+    assert f"<td>filtered</td><td>filter:max_side</td><td>{n}</td>" in small_report
     assert near["status"] == "near_duplicate" and near["rule"].startswith("phash=")
     assert near["kept_key"] == kept[0]["key"] and kept[0]["status"] == "published"
     assert kept[0]["split"] in ("train", "val", "test") and kept[0]["shard"]
@@ -346,7 +361,9 @@ def test_lf_report_gold_and_relabel_over_rest(eager, tmp_path):
         assert client.get(f"/jobs/{r.json()['job_id']}",
                           headers=_auth()).json()["status"] == "succeeded"
         report = client.get("/datasets/rv/lf-report", headers=_auth()).json()
+        page = client.get("/datasets/rv/report", headers=_auth()).text
     assert report["n_gold"] == 10
+    assert "<td>lf_great</td>" in page and "<td>gold labels</td><td>10</td>" in page
     labels = {row["key"]: (row["label"], row["label_source"]) for row in open_dataset(
         str(out)).query("true", columns=["label", "label_source"]).table.to_pylist()}
     assert all(labels[key] == (label, "gold") for key, label in gold)

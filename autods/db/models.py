@@ -88,13 +88,15 @@ class Chunk(Base):
 
 
 class ChunkStage(Base):
-    """A chunk stage done: one row per (chunk, stage), so a new stage needs no migration."""
+    """A chunk stage done: one row per (chunk, stage), so a new stage needs no migration.
+    ``started_at`` splits the stage's time into queue wait and work (the report's plots)."""
 
     __tablename__ = "chunk_stages"
 
     chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id"), primary_key=True)
     stage: Mapped[str] = mapped_column(String(40), primary_key=True)
     done_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Batch(Base):

@@ -50,8 +50,10 @@ def run_stage(rt: Runtime, name: str, job_id: int, chunk_no: int) -> dict[str, i
         return {"skipped": row.n_items}
     work = ChunkWork(job_id, chunk_no, row.id, row.dataset_id, row.n_items,
                      JobOptions.from_params(row.params))
+    started_at = utcnow()
     counts = stage_named(name).load()(rt, work)
     with session_scope(rt.engine) as db:
         insert_ignore(db, ChunkStage, [{"chunk_id": work.chunk_id, "stage": name,
-                                        "done_at": utcnow()}], conflict=("chunk_id", "stage"))
+                                        "started_at": started_at, "done_at": utcnow()}],
+                      conflict=("chunk_id", "stage"))
     return counts
