@@ -26,6 +26,7 @@ MODULES = {
     "semantic": "bench.semantic",
     "neardup": "bench.neardup",
     "labelling": "bench.labelling",
+    "report": "bench.html_report",
 }
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 # Names of the benchmarks, in the order they run and appear in the table.
 BENCHMARKS = ("phash", "celery", "e2e", "embed", "scale", "shard", "dataset", "neardup",
-              "textdedup", "semantic", "labelling")
+              "textdedup", "semantic", "labelling", "report")
 
 
 @dataclass
