@@ -2,9 +2,9 @@
 
 The public API is small on purpose: ``submit`` a job to a service, ``build`` one locally,
 the ``Job`` handle, ``import_gold`` and ``relabel`` for the labelling loop,
-``open_dataset`` to use what they made, and ``Settings``. They are imported on first use,
-so that the CLI and worker processes, which import this package first, start without
-loading the database layer before they need it.
+``open_dataset`` to use what they made, ``lineage`` to trace a sample, and ``Settings``.
+They are imported on first use, so that the CLI and worker processes, which import this
+package first, start without loading the database layer before they need it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from autods.api import Job, build, import_gold, relabel, submit
+    from autods.api import Job, build, import_gold, lineage, relabel, submit
     from autods.config import Settings
     from autods.dataset import open_dataset
 
-__all__ = ["Job", "Settings", "build", "import_gold", "open_dataset", "relabel", "submit"]
+__all__ = ["Job", "Settings", "build", "import_gold", "lineage", "open_dataset", "relabel",
+           "submit"]
 _HOMES = {"Job": "autods.api", "build": "autods.api", "submit": "autods.api",
-          "relabel": "autods.api", "import_gold": "autods.api",
+          "relabel": "autods.api", "import_gold": "autods.api", "lineage": "autods.api",
           "Settings": "autods.config", "open_dataset": "autods.dataset"}
 
 

@@ -1,17 +1,22 @@
 """The Python API: ``submit`` a job to a running service, or ``build`` one on this machine;
-``relabel`` a dataset of the service, with the gold people gave (``import_gold``)."""
+``relabel`` a dataset of the service, with the gold people gave (``import_gold``); trace a
+sample's ``lineage``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime, get_runtime, set_runtime
 from autods.pipeline.status import JobStatus, job_status
 from autods.progress import watch
+
+if TYPE_CHECKING:
+    from autods.pipeline.lineage import Lineage
 
 
 @dataclass
@@ -88,3 +93,30 @@ def relabel(dataset: str, *, settings: Settings | None = None, lfs: str | None =
     rt = _service(settings)
     return Job(start_relabel(rt, dataset, lfs=lfs, timeout=timeout,
                              class_balance=list(class_balance) if class_balance else None), rt)
+
+
+def runtime_for(dataset: str, settings: Settings | None = None) -> tuple[Runtime, str]:
+    """The runtime that holds ``dataset`` and its name there: an ``autods build`` output
+    folder's own database, else the service's (``settings``, default ``AUTODS_*``).
+    ``DatasetUnknown`` when it names no dataset."""
+    from autods.pipeline.mapjobs import dataset_name
+
+    folder = Path(dataset)
+    if (folder / ".autods" / "autods.sqlite").exists():
+        from autods.embedded import embedded_settings
+
+        rt = Runtime(embedded_settings(folder, settings))
+        return rt, dataset_name(rt, folder.resolve().as_uri())
+    rt = Runtime(settings) if settings is not None else get_runtime()
+    return rt, dataset_name(rt, dataset)
+
+
+def lineage(dataset: str, ref: str, *, settings: Settings | None = None) -> list[Lineage]:
+    """Where the sample ``ref`` (a sample key, content hash or input URI) came from and
+    where it is, read from the database and the dataset's manifests (no broker needed);
+    ``dataset`` is an output folder or a dataset name. One ``Lineage`` per content ``ref``
+    names, none when it names nothing; ``.to_dict()`` is the JSON ``autods lineage`` prints."""
+    from autods.pipeline.lineage import lineage as trace
+
+    rt, name = runtime_for(dataset, settings)
+    return trace(rt, name, ref)

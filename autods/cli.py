@@ -264,8 +264,13 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Processes (default: cores).")] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
     hostname: Annotated[str | None, typer.Option(help="Node name.")] = None,
+    log_json: Annotated[bool, typer.Option(
+        "--log-json", help="Log JSON lines with job, batch and chunk ids "
+        "(AUTODS_LOG_JSON=1).")] = False,
 ) -> None:
     """Start a Celery worker on the given queues, with task events on (for Flower)."""
+    if log_json:
+        os.environ["AUTODS_LOG_JSON"] = "1"  # read by the worker's start-up and its pool
     from autods.pipeline.stagetable import queues as all_queues
     from autods.tasks.app import app as celery_app
 
@@ -495,18 +500,11 @@ def _forget_service(dataset: str, keys: list[str]):
 def _runtime_for(dataset: str):
     """The runtime that holds ``dataset`` and its name there: the build's own in an output
     folder, else the configured service's."""
-    from autods.pipeline.mapjobs import DatasetUnknown, dataset_name
-    from autods.pipeline.runtime import Runtime, get_runtime
+    from autods.api import runtime_for
+    from autods.pipeline.mapjobs import DatasetUnknown
 
-    folder = Path(dataset)
     try:
-        if (folder / ".autods" / "autods.sqlite").exists():
-            from autods.embedded import embedded_settings
-
-            rt = Runtime(embedded_settings(folder))
-            return rt, dataset_name(rt, folder.resolve().as_uri())
-        rt = get_runtime()
-        return rt, dataset_name(rt, dataset)
+        return runtime_for(dataset)
     except DatasetUnknown as exc:
         raise _refuse(exc) from None
 
@@ -531,6 +529,28 @@ def why(
         console.print(f"  {fate.sentence()}", highlight=False)
     if not fates:
         raise _refuse(LookupError(f"nothing in {name} is {ref!r}"))
+
+
+@app.command()
+def lineage(
+    dataset: DatasetRef,
+    ref: Annotated[str, typer.Argument(help="A sample key (or content hash) or an input URI.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Where a sample came from and where it is: every input that carried it (and its fate),
+    its features, LF votes and labels, and its shard and byte offset in every version."""
+    from autods.cli_lineage import lineage_view
+    from autods.pipeline.lineage import lineage as trace
+
+    _importable_here()  # the job's LF module names its votes
+    rt, name = _runtime_for(dataset)
+    found = trace(rt, name, ref)
+    if not found:
+        raise _refuse(LookupError(f"nothing in {name} is {ref!r}"))
+    if as_json:
+        console.print_json(json.dumps([lin.to_dict() for lin in found]))
+    for lin in [] if as_json else found:
+        console.print(lineage_view(lin))
 
 
 @app.command()

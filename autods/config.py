@@ -169,6 +169,18 @@ class WorkerSettings(BaseModel):
     preload: str = "auto"
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus metrics of workers, off (and free) unless ``dir`` is set.
+
+    A worker's pool processes write their values to files in ``dir`` (prometheus_client's
+    multiprocess mode: one folder per worker, emptied when it starts) and its main process
+    serves their sum at ``/metrics`` on ``port`` (0: not served).
+    """
+
+    dir: str = ""
+    port: int = Field(default=9808, ge=0, le=65_535)
+
+
 class Settings(BaseSettings):
     """Everything configurable, read from ``AUTODS_*`` environment variables."""
 
@@ -180,6 +192,8 @@ class Settings(BaseSettings):
     )
 
     allow_private_networks: bool = False
+    # Worker logs as JSON lines, with the job, batch and chunk of the task that logged.
+    log_json: bool = False
     database: DatabaseSettings = DatabaseSettings()
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
@@ -190,10 +204,12 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     worker: WorkerSettings = WorkerSettings()
     api: ApiSettings = ApiSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def to_env(self) -> dict[str, str]:
         """Render as ``AUTODS_*`` variables, so a child worker process sees exactly these."""
-        env = {"AUTODS_ALLOW_PRIVATE_NETWORKS": str(int(self.allow_private_networks))}
+        env = {"AUTODS_ALLOW_PRIVATE_NETWORKS": str(int(self.allow_private_networks)),
+               "AUTODS_LOG_JSON": str(int(self.log_json))}
         for section in type(self).model_fields:
             value = getattr(self, section)
             if not isinstance(value, BaseModel):

@@ -279,6 +279,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 from exc
         return {"status": "ready"}
 
+    from fastapi.responses import Response
+
+    from autods.service_metrics import service_registry
+
+    registry = service_registry(rt)
+
+    @app.get("/metrics", dependencies=auth, tags=["health"], include_in_schema=False,
+             response_class=Response)
+    def get_metrics():
+        """Jobs by state and queue depths in Prometheus' text format, read at each scrape
+        (``autods.service_metrics``); behind the token like every route but the probes."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     def post_job(req) -> JobAccepted:
         from autods.tasks.canvas import start_job
 
@@ -363,6 +378,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"nothing in {name} is {ref!r}")
         return [FateOut(**f.as_dict(), summary=f.sentence()) for f in fates]
 
+    @app.get("/datasets/{name}/lineage", dependencies=auth, tags=["datasets"],
+             responses=_ERRORS)
+    def lineage_of(
+        name: Annotated[str, Path(pattern=_DATASET)],
+        ref: Annotated[str, Query(min_length=1, max_length=2048, pattern=r"^[^\x00]*$",
+                                  description="A sample key (content hash) or an input URI")],
+    ) -> list[dict[str, Any]]:
+        """Where the sample came from and where it is (``autods lineage --json``): per
+        content ``ref`` names, every input that carried it with its fate, its features, LF
+        votes, labels and gold, and its shard, byte offset and size in every version that
+        holds it; 404 for an unknown dataset or when nothing matches."""
+        from autods.pipeline.lineage import lineage
+        from autods.pipeline.mapjobs import DatasetUnknown
+
+        try:
+            found = lineage(rt, name, ref)
+        except DatasetUnknown as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {name}") from exc
+        if not found:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"nothing in {name} is {ref!r}")
+        return [lin.to_dict() for lin in found]
+
     @app.get("/datasets/{name}/query", response_model=QueryOut, dependencies=auth,
              tags=["datasets"], responses=_ERRORS)
     def query_dataset(
@@ -421,8 +458,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
     @app.get("/datasets/{name}/report", dependencies=auth, tags=["datasets"],
-             responses={**_ERRORS, 200: {"content": {"text/html": {}}}},
-             response_class=HTMLResponse)
+             response_model=None, responses={**_ERRORS, 200: {
+                 "description": "The report page",
+                 "content": {"text/html": {"schema": {"type": "string"}}}}})
     def report(name: Annotated[str, Path(pattern=_DATASET)],
                version: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
                job: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None) -> HTMLResponse:

@@ -22,7 +22,7 @@ import pytest
 
 from tests.labelstudio_server import label_studio  # noqa: F401 - a shared fixture
 
-pytest_plugins = ["tests.local"]
+pytest_plugins = ["tests.local", "tests.promtext"]
 
 # No test may reach an instance metadata endpoint (a link-local address) while boto3
 # looks for credentials.

@@ -1,6 +1,7 @@
 """The dataset side on a real build of the bundled sample, through the CLI a user runs:
 versions, query (checked against a brute-force scan), get, a view read by three readers,
-forget (with the pinned version unchanged) and gc."""
+forget (with the pinned version unchanged), a sample's lineage across both versions, and
+gc."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import tarfile
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
+import autods
+from autods.dataset import members_of
 from tests.test_build_sample import ENV, ROOT, _build
 
 AUTODS = str(Path(sys.executable).parent / "autods")
@@ -167,6 +171,77 @@ def test_forget_writes_a_new_version_and_the_pinned_one_reads_the_same(out):
     for name in v2["added"]:
         manifest = json.loads((out / "shards" / f"{name}.manifest.json").read_text())
         assert manifest["parent_shards"] and manifest["job"] == v2["job"]
+
+
+def _bytes_at(tar_uri: str, offset: int, size: int, ext: str) -> str:
+    """The sha256 of the member ``ext`` in the byte range a lineage gives."""
+    with Path(tar_uri.removeprefix("file://")).open("rb") as f:
+        f.seek(offset)
+        return hashlib.sha256(members_of(f.read(size))[ext]).hexdigest()
+
+
+def _uri(name: str) -> str:
+    return (ROOT / "examples" / "sample" / "images" / name).as_uri()
+
+
+def test_lineage_places_a_sample_in_every_version_at_its_bytes(out):
+    """A sample of a shard the forget rewrote: in version 1 at one place, in version 2 at
+    another, both ranges holding its bytes; a forgotten one is in version 1 only."""
+    v1 = json.loads((out / "versions" / "v000001.json").read_text())
+    v2 = json.loads((out / "versions" / "v000002.json").read_text())
+    rewritten = next(e for e in v1["shardlist"] if e["name"] in v2["removed"])
+    rows = pq.read_table(out / "versions" / rewritten["manifest_parquet"]).to_pylist()
+    moved = next(r for r in rows if r["__key__"] not in v2["tombstones"])
+
+    (found,) = autods.lineage(str(out), moved["__key__"])
+
+    assert (found.sha256, found.modality) == (moved["sha256"], moved["modality"])
+    assert [(p.version, p.kind) for p in found.versions] == [(1, "build"), (2, "map")]
+    first, second = found.versions
+    assert first.shard in v2["removed"] and second.shard in v2["added"]
+    for p in found.versions:
+        assert _bytes_at(p.tar, p.offset, p.size, found.ext) == found.sha256
+    (published,) = [i for i in found.inputs if i.fate.status == "published"]
+    assert published.fate.uri == moved["uri"] and published.job_kind == "build"
+    assert published.ingested_at is not None and published.job_finished_at is not None
+    assert found.features.embedding_model == moved["embedding_model"]
+    assert (found.features.phash, found.features.width) == (moved["phash"], moved["width"])
+    forgotten_key = v2["tombstones"][0]
+    (gone,) = autods.lineage(str(out), forgotten_key)
+    assert [p.version for p in gone.versions] == [1] and gone.forgotten.job == v2["job"]
+
+
+def test_lineage_names_votes_labels_duplicates_and_rejects(out):
+    (copy,) = autods.lineage(str(out), _uri("sample_005_copy.jpg"))
+    kept, dup = copy.inputs
+    assert kept.fate.uri == _uri("sample_005.jpg") and kept.fate.status == "published"
+    assert (dup.fate.status, dup.fate.rule, dup.fate.kept_key) == ("exact_duplicate", "sha256",
+                                                                   copy.key)
+    votes = {v.lf: v.label for v in kept.votes.votes if v.vote >= 0}
+    assert votes["lf_square_words"] == "square"
+    assert kept.votes.lfs_module == "examples.sample_lfs"
+    assert (kept.label.name, kept.label.gold) == ("square", False)
+    assert copy.versions[0].label == "square" and len(copy.features.phash) == 16
+    with sqlite3.connect(out / ".autods" / "autods.sqlite") as db:
+        stored = db.execute("SELECT votes FROM lf_votes JOIN items ON items.id = item_id "
+                            "WHERE uri = ?", (_uri("sample_005.jpg"),)).fetchone()[0]
+    assert [v.vote for v in kept.votes.votes] == json.loads(stored)
+
+    (near,) = autods.lineage(str(out), _uri("sample_000_near.jpg"))
+    (fate,) = [i.fate for i in near.inputs]
+    (original,) = autods.lineage(str(out), _uri("sample_000.jpg"))
+    assert fate.status == "near_duplicate" and fate.rule.startswith("phash")
+    assert (fate.kept_key, fate.kept_uri) == (original.key, _uri("sample_000.jpg"))
+    assert fate.kept_shard == original.versions[0].shard and near.versions == ()
+    assert autods.lineage(str(out), "no-such-input") == []
+
+    (broken,) = json.loads(_cli("lineage", str(out), _uri("broken_truncated.jpg"),
+                                "--json").stdout)
+    assert broken["inputs"][0]["reason"] == "corrupt_image" and broken["versions"] == []
+    assert broken["features"]["error"] == "corrupt_image" and broken["features"]["phash"] is None
+    assert broken == json.loads(json.dumps(autods.lineage(str(out), broken["key"])[0].to_dict()))
+    table = _cli("lineage", str(out), _uri("not_an_image.jpg")).stdout
+    assert "failed: not_an_image" in table and "rejected before its bytes" in table
 
 
 def test_gc_removes_old_versions_and_only_their_bytes(out):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -173,6 +174,10 @@ LINT_CASES = {
     },
     "hpa": {"autoscaling": {"keda": {"enabled": False}}},
     "fixed": {"autoscaling": {"keda": {"enabled": False}, "hpa": {"enabled": False}}},
+    "metrics": {
+        "metrics": {"enabled": True, "serviceMonitor": {"labels": {"release": "kps"}}},
+        "logs": {"json": True},
+    },
     "redis-auth": {
         "broker": {"keyPrefix": "autods:"},
         "autoscaling": {
@@ -966,6 +971,98 @@ def test_readme_kind_values_render_without_gpus() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# autods' own metrics: worker ports, monitors, alerts, the dashboard, JSON logs
+
+METRICS = {"metrics": {"enabled": True}}
+RULES = ROOT / "deploy" / "prometheus" / "autods-rules.yaml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "autods.json"
+
+
+def test_metrics_are_off_by_default(objects: list[dict]) -> None:
+    assert {o["kind"] for o in objects} & {"ServiceMonitor", "PrometheusRule"} == set()
+    assert f"{RELEASE}-worker-metrics" not in by_kind(objects, "Service")
+    assert f"{RELEASE}-dashboard" not in by_kind(objects, "ConfigMap")
+    data = by_kind(objects, "ConfigMap")[f"{RELEASE}-config"]["data"]
+    assert "AUTODS_METRICS_DIR" not in data and data["AUTODS_LOG_JSON"] == "0"
+    for deployment in workers(objects).values():
+        assert "ports" not in worker_container(deployment)
+
+
+def test_every_worker_serves_metrics_to_a_monitor(defaults: dict) -> None:
+    objects = render(METRICS)
+    port = defaults["metrics"]["port"]
+    data = by_kind(objects, "ConfigMap")[f"{RELEASE}-config"]["data"]
+    # On the /tmp emptyDir: the root filesystem is read-only, and each pod has its own.
+    assert data["AUTODS_METRICS_DIR"].startswith("/tmp/")
+    assert data["AUTODS_METRICS_PORT"] == str(port)
+    service = by_kind(objects, "Service")[f"{RELEASE}-worker-metrics"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
+    selected = {name for name, d in by_kind(objects, "Deployment").items()
+                if service["spec"]["selector"].items()
+                <= d["spec"]["template"]["metadata"]["labels"].items()}
+    assert selected == WORKER_NAMES
+    for deployment in workers(objects).values():
+        assert worker_container(deployment)["ports"] == [
+            {"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+
+    monitor = by_kind(objects, "ServiceMonitor")[f"{RELEASE}-worker-metrics"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["podTargetLabels"] == ["app.kubernetes.io/component"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    for other in ("api", "flower"):
+        labels = by_kind(objects, "Service")[f"{RELEASE}-{other}"]["metadata"]["labels"]
+        assert not monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_the_api_monitor_scrapes_with_the_api_token() -> None:
+    objects = render(merged(METRICS, {"metrics": {"serviceMonitor": {"labels": {
+        "release": "kps"}}}}))
+    monitor = by_kind(objects, "ServiceMonitor")[f"{RELEASE}-api"]
+    api = by_kind(objects, "Service")[f"{RELEASE}-api"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= api["metadata"]["labels"].items()
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    assert endpoint["authorization"] == {
+        "type": "Bearer", "credentials": {"name": API_SECRET, "key": "token"}}
+    without_api = render(merged(METRICS, {"api": {"enabled": False}}))
+    assert set(by_kind(without_api, "ServiceMonitor")) == {f"{RELEASE}-worker-metrics"}
+
+
+def test_the_prometheus_rule_holds_the_plain_rules_file() -> None:
+    (rule,) = by_kind(render(METRICS), "PrometheusRule").values()
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"AutodsQueueBacklogGrowing", "AutodsRejectRateHigh", "AutodsTasksFailing",
+            "AutodsJobStalled", "AutodsLabelConfidenceLow", "AutodsStorageErrors"} <= alerts
+
+
+def test_the_dashboard_configmap_holds_the_grafana_dashboard() -> None:
+    configmap = by_kind(render(METRICS), "ConfigMap")[f"{RELEASE}-dashboard"]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["autods.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_monitoring_objects_can_be_turned_off_one_by_one() -> None:
+    off = {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False},
+           "grafanaDashboard": {"enabled": False}}
+    objects = render({"metrics": {"enabled": True, **off}})
+    assert {o["kind"] for o in objects} & {"ServiceMonitor", "PrometheusRule"} == set()
+    assert f"{RELEASE}-dashboard" not in by_kind(objects, "ConfigMap")
+    assert f"{RELEASE}-worker-metrics" in by_kind(objects, "Service")  # still scrapable
+
+
+def test_json_logs_reach_every_process() -> None:
+    data = by_kind(render({"logs": {"json": True}}), "ConfigMap")[f"{RELEASE}-config"]["data"]
+    assert data["AUTODS_LOG_JSON"] == "1"
+
+
+# ---------------------------------------------------------------------------------------
 # Schema validation of every rendered object
 
 
@@ -1009,6 +1106,7 @@ VALIDATION_CASES = {
         "flower": {"basicAuth": {"existingSecret": ""}, "insecureLocalDev": True},
     },
     "hpa-fallback": {"autoscaling": {"keda": {"enabled": False}}},
+    "metrics": {"metrics": {"enabled": True}, "logs": {"json": True}},
     "fixed-replicas-no-probes": {
         "autoscaling": {"keda": {"enabled": False}, "hpa": {"enabled": False}},
         "workerProbes": {"enabled": False},
@@ -1044,6 +1142,7 @@ def test_rendered_objects_validate_strictly(case: str, kube_version: str) -> Non
         ("keda.sh/v1alpha1", "ScaledObject"),
         ("keda.sh/v1alpha1", "TriggerAuthentication"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
     }
     for obj in objects:
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", obj["metadata"]["name"])

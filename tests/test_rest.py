@@ -5,6 +5,7 @@ tests/integration/test_service.py.)"""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from autods.dataset import members_of
 from autods.db.models import Dataset, Job
 from autods.db.session import session_scope
 from autods.rest import create_app
@@ -313,7 +315,7 @@ def test_a_job_takes_filters_and_a_split_and_why_answers_for_each_input(eager, t
     assert all(f["summary"].startswith("filtered: filter:max_side") for f in small)
 
 
-def test_lf_report_gold_and_relabel_over_rest(eager, tmp_path):
+def test_lf_report_gold_relabel_and_lineage_over_rest(eager, tmp_path):
     import autods.tasks.stages  # noqa: F401 - the tasks the eager jobs run, registered
     from autods.dataset import open_dataset
     from bench.reviews import reviews, write_jsonl
@@ -362,9 +364,54 @@ def test_lf_report_gold_and_relabel_over_rest(eager, tmp_path):
                           headers=_auth()).json()["status"] == "succeeded"
         report = client.get("/datasets/rv/lf-report", headers=_auth()).json()
         page = client.get("/datasets/rv/report", headers=_auth()).text
+        key, label = gold[0]
+        r = client.get("/datasets/rv/lineage", headers=_auth(), params={"ref": key})
+        assert r.status_code == 200, r.text
+        (lineage,) = r.json()
+        assert client.get("/datasets/nobody/lineage", headers=_auth(),
+                          params={"ref": key}).status_code == 404
+        assert client.get("/datasets/rv/lineage", headers=_auth(),
+                          params={"ref": "0" * 24}).status_code == 404
     assert report["n_gold"] == 10
+    # Lineage: the gold a person gave, the build's votes named by the label model's report,
+    # and the sample in the build's version and the relabel's, each range holding its text.
+    assert (lineage["gold"]["label"], lineage["gold"]["origin"]) == (label, "rest")
+    (given,) = lineage["inputs"]
+    assert given["status"] == "published" and given["votes"]["lfs_module"] == \
+        "examples.reviews_lfs"
+    assert "lf_great" in {v["lf"] for v in given["votes"]["votes"]}
+    versions = lineage["versions"]
+    assert [(v["version"], v["kind"]) for v in versions] == [(1, "build"), (2, "map")]
+    assert (versions[1]["label"], versions[1]["label_source"]) == (label, "gold")
+    for v in versions:
+        with open(v["tar"].removeprefix("file://"), "rb") as tar:
+            tar.seek(v["offset"])
+            text = members_of(tar.read(v["size"]))["txt"]
+        assert hashlib.sha256(text).hexdigest() == lineage["sha256"]
+    assert lineage["features"]["language"] == "en"
     assert "<td>lf_great</td>" in page and "<td>gold labels</td><td>10</td>" in page
     labels = {row["key"]: (row["label"], row["label_source"]) for row in open_dataset(
         str(out)).query("true", columns=["label", "label_source"]).table.to_pylist()}
     assert all(labels[key] == (label, "gold") for key, label in gold)
     assert {s for _, s in labels.values()} <= {"gold", "label_model", None}
+
+
+def test_metrics_report_jobs_by_state_behind_the_token(client, runtime, tmp_path):
+    from autods.pipeline.options import JobOptions
+    from autods.pipeline.plan import create_job
+    from tests.promtext import by_label, parse
+
+    image_folder(tmp_path / "in", n_unique=2)
+    for dataset in ("a", "b"):
+        create_job(runtime, [str(tmp_path / "in")], dataset, JobOptions(embed=False),
+                   output_url=(tmp_path / dataset).as_uri())
+
+    assert client.get("/metrics").status_code == 401
+    r = client.get("/metrics", headers=_auth())
+
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = parse(r.text)
+    assert by_label(samples, "autods_jobs", "state") == {
+        "pending": 0, "running": 2, "succeeded": 0, "failed": 0}
+    # The in-memory broker has no Redis lists to measure.
+    assert not by_label(samples, "autods_queue_depth", "queue")

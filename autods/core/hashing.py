@@ -83,6 +83,12 @@ def phash_to_int(digest: imagehash.ImageHash) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
+def hash_hex(value: int) -> str:
+    """A 64-bit hash stored signed (a BIGINT) as the 16 hex digits of its unsigned bits,
+    the way manifests and lineage show it."""
+    return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
 def hamming(a: int, b: int) -> int:
     return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
 

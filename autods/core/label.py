@@ -44,9 +44,15 @@ class LabelSpec:
 
     @property
     def version(self) -> str:
-        names = ",".join(lf.name for lf in self.lfs)
-        digest = hashlib.sha256(f"{self.source}|{self.labels}|{names}".encode()).hexdigest()
-        return f"lm-{digest[:12]}"
+        return spec_version(self.source, self.labels, [lf.name for lf in self.lfs])
+
+
+def spec_version(source: str, labels: Sequence[str], lf_names: Sequence[str]) -> str:
+    """The tag of a spec (its module, classes and LF names, in order): votes stored under it
+    can be told apart from a changed module's, and named again without running the LFs."""
+    names = ",".join(lf_names)
+    digest = hashlib.sha256(f"{source}|{list(labels)}|{names}".encode()).hexdigest()
+    return f"lm-{digest[:12]}"
 
 
 def _text_of(x: Any) -> str:

@@ -121,6 +121,19 @@ class TransientError(Exception):
     """A failure worth retrying (storage or network hiccup), never bad input."""
 
 
+class StorageError(TransientError):
+    """Our own object store failed ``operation`` (put, get, head ...): retried like any
+    transient error, and told apart so that storage trouble can be counted on its own.
+    Both are arguments, so the error survives pickling and Celery's JSON results."""
+
+    def __init__(self, operation: str, message: str) -> None:
+        super().__init__(operation, message)
+        self.operation, self.message = operation, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass(slots=True)
 class SourceItem:
     """One input as a source lists it, before anything is fetched.

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from autods.core.embed import npy_bytes
+from autods.core.hashing import hash_hex
 from autods.core.label import ABSTAIN
 from autods.core.records import Modality, ShardSample
 from autods.core.schema import SAMPLE, extra_column
@@ -82,7 +83,7 @@ def build_sample(rec: SampleRecord, data: bytes, *, vector: np.ndarray | None = 
         "sha256": rec.sha256, "uri": rec.uri, "modality": rec.modality,
         "source": rec.source, "license": rec.license, "nbytes": rec.nbytes,
         "width": rec.width, "height": rec.height, "format": rec.format, "mode": rec.mode,
-        "phash": f"{rec.phash & 0xFFFFFFFFFFFFFFFF:016x}" if rec.phash is not None else None,
+        "phash": hash_hex(rec.phash) if rec.phash is not None else None,
         "has_caption": bool(rec.caption), "ordinal": rec.ordinal, "job": rec.job_id,
         "ingested_at": rec.ingested_at.isoformat() if rec.ingested_at else None,
         "split": rec.split, "language": rec.language,

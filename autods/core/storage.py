@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from autods.core.records import TransientError
+from autods.core.records import StorageError
 
 #: S3 error codes that mean "no such object" (as opposed to an outage).
 S3_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
@@ -165,7 +165,7 @@ class S3Store:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"S3 put {key}: {exc}") from exc
+            raise StorageError("put", f"S3 put {key}: {exc}") from exc
 
     def put_file(self, key: str, path: Path) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -173,7 +173,7 @@ class S3Store:
         try:
             self.client.upload_file(str(path), self.bucket, self._key(key))
         except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"S3 upload {key}: {exc}") from exc
+            raise StorageError("put", f"S3 upload {key}: {exc}") from exc
         Path(path).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
@@ -182,7 +182,7 @@ class S3Store:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"S3 get {key}: {exc}") from exc
+            raise StorageError("get", f"S3 get {key}: {exc}") from exc
 
     def get_range(self, key: str, start: int, size: int) -> bytes:
         """``size`` bytes from ``start`` in one ranged GET (a sample, a parquet footer)."""
@@ -194,7 +194,7 @@ class S3Store:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key),
                                           Range=f"bytes={start}-{start + size - 1}")["Body"].read()
         except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"S3 get {key} [{start}:+{size}]: {exc}") from exc
+            raise StorageError("get", f"S3 get {key} [{start}:+{size}]: {exc}") from exc
 
     def size(self, key: str) -> int:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -203,7 +203,7 @@ class S3Store:
             return int(self.client.head_object(Bucket=self.bucket,
                                                Key=self._key(key))["ContentLength"])
         except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"S3 head {key}: {exc}") from exc
+            raise StorageError("head", f"S3 head {key}: {exc}") from exc
 
     def delete(self, key: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -211,7 +211,7 @@ class S3Store:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"S3 delete {key}: {exc}") from exc
+            raise StorageError("delete", f"S3 delete {key}: {exc}") from exc
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -222,7 +222,7 @@ class S3Store:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in S3_NOT_FOUND:
                 return False
-            raise TransientError(f"S3 head {key}: {exc}") from exc
+            raise StorageError("head", f"S3 head {key}: {exc}") from exc
 
     def uri(self, key: str) -> str:
         return f"{self.url}/{key}"

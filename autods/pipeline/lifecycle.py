@@ -60,11 +60,13 @@ def finalize_job(rt: Runtime, job_id: int) -> str:
         elif latest is not None:
             write_latest_index(store, latest)
         forgets = job.kind == "map" and job.params.get("map") == "forget"
-        if job.status != JobState.SUCCEEDED:
-            job.status = JobState.SUCCEEDED
-            job.finished_at = utcnow()
+    # The job is done only once a forget's objects are gone: whoever waits on its state
+    # (the embedded runner stops its worker then) must not see it succeed before.
     if forgets:
         delete_forgotten(rt, job_id)
+    with session_scope(rt.engine) as db:
+        db.execute(update(Job).where(Job.id == job_id, Job.status != JobState.SUCCEEDED)
+                   .values(status=JobState.SUCCEEDED, finished_at=utcnow()))
     return INDEX_KEY
 
 

@@ -9,12 +9,14 @@ other: exactly one of them goes on, and nothing polls.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 from sqlalchemy import func, select, update
 
+from autods import metrics
 from autods.core.dedup import (
+    RULES,
     Candidate,
     ImageNearRule,
     SemanticRule,
@@ -75,6 +77,7 @@ def resolve_batch(rt: Runtime, job_id: int, batch_no: int) -> bool:
     A batch resolved before (a redelivered callback) is not resolved again, but still
     hands over, in case the first delivery died before it could.
     """
+    counts = None
     with session_scope(rt.engine) as db:
         # Claim it: of two deliveries at once, the second waits on the row and finds it
         # resolved. The claim rolls back with everything else if resolving fails.
@@ -82,13 +85,15 @@ def resolve_batch(rt: Runtime, job_id: int, batch_no: int) -> bool:
                                                  Batch.resolved_at.is_(None))
                              .values(resolved_at=utcnow())).rowcount
         if claimed:
-            _resolve(rt, db, job_id, batch_no)
+            counts = _resolve(rt, db, job_id, batch_no)
         after = db.execute(select(Batch.ready_at, Batch.resolved_at)
                            .where(_batch(job_id, batch_no + 1)).with_for_update()).first()
+    if counts is not None:  # counted once the resolution is committed
+        metrics.record_batch(counts)
     return after is not None and after.ready_at is not None and after.resolved_at is None
 
 
-def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> None:
+def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts | None:
     job = db.get(Job, job_id)
     options = JobOptions.from_params(job.params)
     # Serialise resolution per dataset: concurrent jobs on one dataset take turns.
@@ -118,6 +123,22 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> None:
     if options.split:
         _split(db, dataset, options, kept, {r.id: r.sha256 for r in rows}, names)
     _plan_shards(db, job_id, options.shard_size, dataset, batch_no, kept)
+    return _counts(db, job_id, chunks, verdicts) if metrics.enabled() else None
+
+
+def _counts(db, job_id: int, chunks, verdicts) -> metrics.BatchCounts:
+    """For the metrics: the batch's items by final status and reason (the stages before
+    settled rejects and filters, the verdicts the rest), its dropped duplicates by rule
+    family, and the probability of each label it gave."""
+    in_batch = (Item.job_id == job_id) & Item.chunk_no.in_(chunks)
+    items = {(status, reason or ""): n for status, reason, n in db.execute(
+        select(Item.status, Item.reason, func.count()).where(in_batch)
+        .group_by(Item.status, Item.reason)).all()}
+    rules = Counter(next((r for r in RULES if v.rule.startswith(r)), "other")
+                    for v in verdicts if v.rule)
+    confidences = db.scalars(select(Label.probability).join(Item, Item.id == Label.item_id)
+                             .where(in_batch, Label.label >= 0)).all()
+    return metrics.BatchCounts(items, dict(rules), confidences)
 
 
 def _rules(rt: Runtime, db, dataset: Dataset, options: JobOptions,

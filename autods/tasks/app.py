@@ -19,6 +19,7 @@ from celery.signals import worker_init
 from autods.config import Settings
 from autods.pipeline.stagetable import BATCH_QUEUE, preloads_for_queues, queues
 from autods.tasks.routing import routes, task_queues
+from autods.tasks.telemetry import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +186,4 @@ class StallWatchdog(bootsteps.StartStopStep):
 
 app = configure(Celery("autods", include=["autods.tasks.stages"]), Settings())
 app.steps["worker"].add(StallWatchdog)
+app.steps["worker"].add(MetricsServer)

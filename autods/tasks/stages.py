@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from celery import Task
 
+from autods import metrics
 from autods.pipeline import lifecycle, mapjobs, relabel, shards
 from autods.pipeline.chunks import run_stage
 from autods.pipeline.runtime import get_runtime
@@ -71,7 +72,9 @@ def fail_job(*args, job_id: int) -> None:
 @app.task(name="autods.job.repair", base=PipelineTask)
 def repair_stalled() -> list[list[int]]:
     """Send again every batch that stopped moving (see ``autods.pipeline.repair``)."""
-    return [list(c) for c in canvas.repair_stalled(get_runtime())]
+    claimed = canvas.repair_stalled(get_runtime())
+    metrics.count_repaired(len(claimed))
+    return [list(c) for c in claimed]
 
 
 @app.task(name="autods.label.relabel", base=PipelineTask)

@@ -1,17 +1,20 @@
 """Curation on real services (Celery workers on Redis, PostgreSQL, an S3 server), across
 two jobs of one dataset: the second job's copies are dropped against what the first
 published, through the dataset's stored indexes (pHash bands, MinHash bands, the
-persisted semantic index), and ``why`` answers from PostgreSQL."""
+persisted semantic index), and ``why`` and ``lineage`` answer from PostgreSQL and S3."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 
 import boto3
 import pytest
 from sqlalchemy import select
 
 import autods
+from autods.dataset import members_of
 from autods.db.models import Item
 from autods.db.session import session_scope
 from autods.embedded import WorkerProcess
@@ -51,6 +54,11 @@ def test_second_job_is_deduplicated_against_the_first(pg_url, redis_prefix, s3_e
              {"text": reworded(originals[first_text]), "source": "later2"},
              {"text": FRENCH, "source": "later3"}]
     (tmp_path / "in" / "later.jsonl").write_text("".join(json.dumps(r) + "\n" for r in later))
+    # The same bytes as a picture the first job publishes, listed again by the second.
+    original = next(p for p in sorted((tmp_path / "in" / "images").iterdir())
+                    if p.stem == "img00")
+    (tmp_path / "in" / "again").mkdir()
+    shutil.copy(original, tmp_path / "in" / "again" / f"again{original.suffix}")
 
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
         Bucket=BUCKET)
@@ -69,7 +77,8 @@ def test_second_job_is_deduplicated_against_the_first(pg_url, redis_prefix, s3_e
                               settings=settings, **options)
         assert first.wait(timeout=400).status == "succeeded"
         second = autods.submit([str(tmp_path / "in" / "copies"),
-                                str(tmp_path / "in" / "later.jsonl")],
+                                str(tmp_path / "in" / "later.jsonl"),
+                                str(tmp_path / "in" / "again")],
                                "cur", settings=settings, **options)
         status = second.wait(timeout=400)
     finally:
@@ -115,6 +124,31 @@ def test_second_job_is_deduplicated_against_the_first(pg_url, redis_prefix, s3_e
     assert sum(e["nsamples"] for e in index["shardlist"]) == published
     # The semantic index persisted by the first job was extended by the second.
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="objects/indexes/")["KeyCount"] >= 1
+
+    # Lineage: the published picture is in both versions at the same bytes, and the second
+    # job's exact copy of it is one of its inputs.
+    (kept,) = autods.lineage("cur", original.as_uri(), settings=settings)
+    assert [(i.fate.job, i.fate.status) for i in kept.inputs] == [
+        (first.id, "published"), (second.id, "exact_duplicate")]
+    assert kept.inputs[1].fate.kept_key == kept.key and kept.inputs[1].fate.rule == "sha256"
+    assert [(p.version, p.job) for p in kept.versions] == [(1, first.id), (2, second.id)]
+    for p in kept.versions:
+        data = s3.get_object(Bucket=BUCKET, Key=p.tar.removeprefix(f"s3://{BUCKET}/"),
+                             Range=f"bytes={p.offset}-{p.offset + p.size - 1}")["Body"].read()
+        assert hashlib.sha256(members_of(data)[kept.ext]).hexdigest() == kept.sha256
+    assert kept.features.phash and kept.features.embedding_key
+    (small,) = autods.lineage("cur", (tmp_path / "in" / "images" / "small.png").as_uri(),
+                              settings=settings)
+    (fate,) = [i.fate for i in small.inputs]
+    assert (fate.status, fate.reason) == ("filtered", "filter:min_side")
+    assert fate.detail.startswith("min_side=") and small.versions == ()
+    (dropped,) = autods.lineage("cur", (tmp_path / "in" / "copies" / caught[0]).as_uri(),
+                                settings=settings)
+    (fate,) = [i.fate for i in dropped.inputs]
+    (source,) = autods.lineage("cur", fate.kept_uri, settings=settings)
+    assert fate.status == "near_duplicate" and fate.kept_key == source.key
+    assert fate.kept_uri.rsplit("/", 1)[-1] == later_fates[caught[0]][3]
+    assert fate.kept_shard == source.versions[0].shard and dropped.versions == ()
 
 
 def _uri(rt: Runtime, source: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from sqlalchemy import select
 
 from autods.core.records import BatchState
@@ -12,6 +14,7 @@ from autods.pipeline.options import JobOptions
 from autods.pipeline.plan import create_job
 from autods.pipeline.resolve import resolve_batch, take_turn
 from tests.datagen import image_folder
+from tests.promtext import by_label
 
 
 def _states(rt, job) -> list[str]:
@@ -65,3 +68,33 @@ def test_a_batch_is_resolved_once_however_often_it_is_delivered(runtime, tmp_pat
     with session_scope(runtime.engine) as db:
         shards = db.scalars(select(Shard.name).where(Shard.job_id == job)).all()
     assert shards == ["shard-000000"]
+
+
+def test_a_resolved_batch_is_counted_once_in_the_metrics(runtime, tmp_path, metrics_on):
+    from autods.pipeline.status import job_status
+
+    image_folder(tmp_path / "in", n_unique=6, n_exact=2, n_near=1, bad=True)
+    job = create_job(runtime, [str(tmp_path / "in")], "d",
+                     JobOptions(chunk_size=4, batch_size=100, embed=False),
+                     output_url=(tmp_path / "out").as_uri())
+    for chunk_no in range(3):
+        for stage in ("ingest", "preprocess"):
+            run_stage(runtime, stage, job, chunk_no)
+    take_turn(runtime, job, 0)
+
+    resolve_batch(runtime, job, 0)
+    resolve_batch(runtime, job, 0)  # a redelivered callback counts nothing
+
+    scraped = metrics_on()
+    status = job_status(runtime, job)
+    items = [(dict(labels), n) for (name, labels), n in scraped.items()
+             if name == "autods_items_total"]
+    per_status: Counter[str] = Counter()
+    for labels, n in items:
+        per_status[labels["status"]] += n
+    assert per_status == status.statuses == {"published": 6, "exact_duplicate": 2,
+                                             "near_duplicate": 1, "failed": 3}
+    assert {labels["reason"]: n for labels, n in items if labels["status"] == "failed"} == {
+        "corrupt_image": 1, "not_an_image": 1, "empty": 1}
+    assert by_label(scraped, "autods_duplicates_total", "rule") == status.rules == {
+        "sha256": 2, "phash": 1}

@@ -13,6 +13,7 @@ from autods.pipeline.plan import JobOptions, create_job
 from autods.pipeline.repair import claim_stalled_batches
 from autods.pipeline.status import job_status
 from tests.datagen import image_folder
+from tests.promtext import value
 
 
 def _job_of_two_batches(rt, tmp_path) -> int:
@@ -72,13 +73,14 @@ def test_finished_jobs_are_left_alone(runtime, tmp_path):
 
 
 def test_the_repair_task_completes_a_batch_whose_messages_were_lost(runtime, memory_worker,
-                                                                    tmp_path):
+                                                                    metrics_on, tmp_path):
     from autods.tasks import stages
 
     runtime.settings.pipeline.stall_timeout_s = 60
     job = _job_of_two_batches(runtime, tmp_path)  # planned, never sent: every message lost
 
     assert stages.repair_stalled.delay().get(timeout=30) == [[job, 0], [job, 1]]
+    assert value(metrics_on(), "autods_batches_repaired_total") == 2
 
     status = job_status(runtime, job)
     deadline = time.monotonic() + 60

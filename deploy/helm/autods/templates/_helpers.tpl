@@ -117,6 +117,11 @@ AUTODS_STORAGE_ENDPOINT_URL: {{ . | quote }}
 AUTODS_STORAGE_REGION: {{ .Values.storage.region | quote }}
 AUTODS_CLIP_MODEL: {{ .Values.clip.model | quote }}
 AUTODS_CLIP_PRETRAINED: {{ .Values.clip.pretrained | quote }}
+{{- if .Values.metrics.enabled }}
+AUTODS_METRICS_DIR: "/tmp/autods-metrics"
+AUTODS_METRICS_PORT: {{ .Values.metrics.port | int | toString | quote }}
+{{- end }}
+AUTODS_LOG_JSON: {{ ternary "1" "0" (.Values.logs.json | default false) | quote }}
 {{- range $key, $value := .Values.extraEnv }}
 {{ $key }}: {{ $value | toString | quote }}
 {{- end }}
