@@ -974,8 +974,8 @@ def test_readme_kind_values_render_without_gpus() -> None:
 # autods' own metrics: worker ports, monitors, alerts, the dashboard, JSON logs
 
 METRICS = {"metrics": {"enabled": True}}
-RULES = ROOT / "deploy" / "prometheus" / "autods-rules.yaml"
-DASHBOARD = ROOT / "deploy" / "grafana" / "autods.json"
+RULES = CHART / "files" / "autods-rules.yaml"
+DASHBOARD = CHART / "files" / "autods-dashboard.json"
 
 
 def test_metrics_are_off_by_default(objects: list[dict]) -> None:
