@@ -50,9 +50,12 @@ system-deps:
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		chromium chromium-driver prometheus >/dev/null)
 
+# Two processes, a test file each at a time (module fixtures are shared within a file);
+# then, alone, the tests that restart a shared service.
 test: install system-deps
 	bash scripts/ensure-services.sh
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile -m "not soak and not exclusive"
+	$(PY) -m pytest -m exclusive
 
 soak: install system-deps
 	bash scripts/ensure-services.sh

@@ -228,6 +228,7 @@ def _pg_restart() -> None:
                     "-m", "immediate"], check=True, capture_output=True, timeout=300)
 
 
+@pytest.mark.exclusive
 def test_postgres_restart_mid_job_loses_nothing(pg_url, tmp_path):
     _fault_after_32_ingested(_settings(pg_url, tmp_path), tmp_path, _pg_restart)
 
