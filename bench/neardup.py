@@ -36,7 +36,15 @@ from autods.core.hashing import (
     sha256_hex,
     to_grayscale,
 )
-from autods.core.nearimage import budget, candidate_radius
+from autods.core.nearimage import (
+    CELL,
+    CHECK_RADIUS,
+    MAX_REGION_DIFF,
+    SURE_CHECK,
+    SURE_PHASH,
+    budget,
+    candidate_radius,
+)
 from autods.core.records import ItemStatus
 from bench import data, neardata
 from bench.common import (
@@ -79,14 +87,16 @@ def _full_decode_phash(blob: bytes) -> int:
 
 
 def _verdicts(blobs: list[bytes], phashes: list[int], checks: list[int | None],
-              k: int) -> list[tuple[ItemStatus, int | None]]:
+              k: int, thumbs: list[bytes | None] | None = None
+              ) -> list[tuple[ItemStatus, int | None]]:
     """(status, index of the kept image) per image, as ``dedup.resolve`` decides them; equal
     bytes are one asset, so an unchanged re-save is an exact duplicate."""
     asset_of: dict[str, int] = {}
     candidates = [
         Candidate(i, i, asset_of.setdefault(hashlib.sha256(b).hexdigest(), len(asset_of)),
-                  phash, check)
-        for i, (b, phash, check) in enumerate(zip(blobs, phashes, checks, strict=True))]
+                  phash, check, thumb)
+        for i, (b, phash, check, thumb) in enumerate(zip(
+            blobs, phashes, checks, thumbs or [None] * len(blobs), strict=True))]
     verdicts = resolve(candidates, {}, [ImageNearRule(k)])
     return [(v.status, v.duplicate_of) for v in sorted(verdicts, key=lambda v: v.item_id)]
 
@@ -131,20 +141,25 @@ def _quality_rows(nearset: neardata.NearSet) -> list[Row]:
     features = [image_features(b) for b in blobs]
     phashes = [f.phash for f in features]
     scores = {
-        "new": _Score(items, _verdicts(blobs, phashes, [f.check for f in features], K)),
+        "new": _Score(items, _verdicts(blobs, phashes, [f.check for f in features], K,
+                                       [f.thumb for f in features])),
+        "hashes": _Score(items, _verdicts(blobs, phashes, [f.check for f in features], K)),
         "k4": _Score(items, _verdicts(blobs, phashes, [None] * len(blobs), K)),
         "full": _Score(items, _verdicts(blobs, [_full_decode_phash(b) for b in blobs],
                                         [None] * len(blobs), K)),
     }
-    new, old, full = scores["new"], scores["k4"], scores["full"]
+    new, old, full, hashes = scores["new"], scores["k4"], scores["full"], scores["hashes"]
     found, total = new.recall(on_black=False)
     recall = found / total
     wrong_rate = new.wrong / new.n_items
     transforms = [t for t in neardata.TRANSFORMS if _ON_BLACK not in t]
     per_transform = ", ".join(f"{t} {new.found[t]}/{old.found[t]}/{new.total[t]}"
                               for t in transforms)
-    rule = (f"nearimage: pHash <= {candidate_radius(K)} and pHash + 2 * dHash_v <= "
-            f"{budget(K)} (k={K})")
+    rule = (f"nearimage: candidates by pHash <= {candidate_radius(K)} and pHash + 2 * "
+            f"dHash_v <= {budget(K)} (k={K}), or dHash_v <= {CHECK_RADIUS}; confirmed when no "
+            f"{CELL}x{CELL} cell of the 16x16 region prints differs by more than "
+            f"{MAX_REGION_DIFF:g} grey levels, or when pHash <= {SURE_PHASH} and dHash_v <= "
+            f"{SURE_CHECK}")
     setup = (f"{len(nearset.originals)} distinct originals (icons, documentation figures, "
              f"plots shipped on this machine) + {len(items) - len(nearset.originals)} "
              f"planted copies, resolved originals first; {rule}")
@@ -157,15 +172,17 @@ def _quality_rows(nearset: neardata.NearSet) -> list[Row]:
     return [
         Row(GROUP, "Image near-dup: recall on resized / re-encoded / re-saved copies",
             _fraction(found, total),
-            f"pHash k={K}: {_fraction(*old.recall(on_black=False))}; full decode: "
+            f"hashes alone: {_fraction(*hashes.recall(on_black=False))}; pHash k={K}: "
+            f"{_fraction(*old.recall(on_black=False))}; full decode: "
             f"{_fraction(*full.recall(on_black=False))}", None, f">= {RECALL_TARGET:g}",
             verdict="pass" if recall >= RECALL_TARGET else "MISS",
             notes=[f"{setup}; transparent originals flattened on white by the copying tool; a "
                    f"copy counts only when dropped as a copy of its own original; by "
                    f"transform, found new/k={K}/planted: {per_transform}"]),
         Row(GROUP, "Image near-dup: wrong drops (distinct originals, copies given to another)",
-            wrong_text["new"], f"pHash k={K}: {wrong_text['k4']}; full decode: "
-            f"{wrong_text['full']}", None, f"<= {WRONG_DROP_TARGET:.0%}",
+            wrong_text["new"], f"hashes alone: {wrong_text['hashes']}; pHash k={K}: "
+            f"{wrong_text['k4']}; full decode: {wrong_text['full']}", None,
+            f"<= {WRONG_DROP_TARGET:.0%}",
             verdict="pass" if wrong_rate <= WRONG_DROP_TARGET else "MISS",
             notes=["share of all images resolved (originals and copies) that were dropped "
                    "as a copy of a different picture; distinct means the originals' 32x32 "

@@ -205,9 +205,10 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    plots; each picture once, with resized, recompressed, re-saved copies planted after it,
    transparent ones flattened on white, and on black where their content shows there),
    resolved in input order with `dedup.resolve`: the rule of `autods.core.nearimage` (pHash
-   candidates within the wider radius confirmed by the vertical dHash) against pHash <= 4
-   alone, on draft and on full-size decodes. Targets: recall >= 0.95, wrong drops <= 1 %;
-   `image_features` (pHash and check) >= 0.8x the raw pHash loop of **phash**.
+   or vertical-dHash candidates confirmed by a 16x16 region print, cell by cell) against
+   its two hashes alone and pHash <= 4 alone, on draft and on full-size decodes. Targets:
+   recall >= 0.95, wrong drops <= 1 %; `image_features` (pHash, check and region print)
+   >= 0.8x the raw pHash loop of **phash**.
 9. **textdedup** — text near-duplicate quality and speed on paragraphs of the Python
    documentation (`bench/textdata.py`), made distinct, with copies planted (case,
    punctuation, a word added or dropped, whitespace, all at once): recall >= 0.95 and false

@@ -33,7 +33,8 @@ RULES = ("sha256", "text_normalized", "phash", "minhash", "semantic")
 @dataclass(slots=True)
 class Candidate:
     """An ingested item waiting for its verdict, with the features its rules compare:
-    ``check`` is the second perceptual hash of an image, ``text_sha256`` the hash of its
+    ``check`` is the second perceptual hash of an image, ``thumb`` its region print,
+    ``text_sha256`` the hash of its
     normalised text, ``minhash`` its MinHash signature, ``vector`` its embedding."""
 
     item_id: int
@@ -41,6 +42,7 @@ class Candidate:
     asset_id: int
     phash: int | None
     check: int | None = None
+    thumb: bytes | None = None
     text_sha256: str | None = None
     minhash: np.ndarray | None = None
     vector: np.ndarray | None = None
@@ -230,9 +232,10 @@ class NearIndex:
 
 
 class ImageNearRule:
-    """pHash within the candidate radius, confirmed by the second hash
-    (``autods.core.nearimage``): wide enough to find resized and recompressed copies,
-    confirmed so that distinct pictures with close pHashes are not dropped."""
+    """Candidates by pHash within the candidate radius or by check hash within its own,
+    confirmed by the region prints (``autods.core.nearimage``): wide enough to find
+    resized and recompressed copies, line art whose pHash drifted included, confirmed so
+    that distinct pictures with close hashes are not dropped."""
 
     status = ItemStatus.NEAR_DUPLICATE
 
@@ -242,18 +245,27 @@ class ImageNearRule:
         self.k = k
         self._rule = nearimage
         self.index = NearIndex(nearimage.candidate_radius(k))
-        self._checks: dict[int, int | None] = {}
+        self.check_index = NearIndex(nearimage.CHECK_RADIUS)
+        self._kept: dict[int, tuple[int, int | None, bytes | None]] = {}
 
-    def add_published(self, ref: int, phash: int, check: int | None) -> None:
+    def add_published(self, ref: int, phash: int, check: int | None,
+                      thumb: bytes | None = None) -> None:
         self.index.add(ref, phash)
-        self._checks[ref] = check
+        if check is not None and thumb is not None:
+            self.check_index.add(ref, check)
+        self._kept[ref] = (phash, check, thumb)
 
     def match(self, cand: Candidate) -> Match | None:
         if cand.phash is None:
             return None
+        refs = {ref for ref, _ in self.index.within(cand.phash)}
+        if cand.check is not None and cand.thumb is not None:
+            refs.update(ref for ref, _ in self.check_index.within(cand.check))
         best: tuple[float, int, str] | None = None
-        for ref, distance in self.index.within(cand.phash):
-            verdict = self._rule.confirm(distance, cand.check, self._checks[ref], self.k)
+        for ref in refs:
+            phash, check, thumb = self._kept[ref]
+            verdict = self._rule.confirm(hamming(cand.phash, phash), cand.check, check,
+                                         self.k, cand.thumb, thumb)
             if verdict is not None:
                 score, text = verdict
                 if best is None or (score, ref) < (best[0], best[1]):
@@ -262,7 +274,7 @@ class ImageNearRule:
 
     def add(self, cand: Candidate) -> None:
         if cand.phash is not None:
-            self.add_published(cand.item_id, cand.phash, cand.check)
+            self.add_published(cand.item_id, cand.phash, cand.check, cand.thumb)
 
 
 class TextExactRule:

@@ -17,6 +17,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from autods.core import nearimage
 from autods.core.records import ImageFeatures, Reason, Rejected
 
 # pHash resizes to hash_size * highfreq_factor = 32 px; drafting to >= 64 px keeps the
@@ -70,6 +71,7 @@ def image_features(data: bytes) -> ImageFeatures:
     return ImageFeatures(
         phash=phash_to_int(imagehash.phash(thumb)), width=width, height=height, format=fmt,
         mode=mode, nbytes=len(data), check=phash_to_int(imagehash.dhash_vertical(thumb)),
+        thumb=nearimage.thumbnail(thumb),
     )
 
 

@@ -187,6 +187,8 @@ class ImageFeatures:
     nbytes: int
     # A second perceptual hash of the same thumbnail (``autods.core.nearimage``).
     check: int | None = None
+    # The region print of the same thumbnail (``autods.core.nearimage.thumbnail``).
+    thumb: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -193,6 +193,8 @@ class Feature(Base):
     mode: Mapped[str | None] = mapped_column(String(10))
     # A second perceptual hash of the same thumbnail, confirming wide-radius pHash matches.
     check_hash: Mapped[int | None] = mapped_column(BigInteger)
+    # The region print (autods.core.nearimage.thumbnail) that confirms near pairs.
+    thumb: Mapped[bytes | None] = mapped_column(LargeBinary)
     # Texts: sha256 of the normalised text, MinHash signature, detected language.
     text_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     minhash: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -206,7 +208,9 @@ class Feature(Base):
 
 
 class PhashBand(Base):
-    """The near-duplicate band index: hashes within distance k share one (band, value)."""
+    """The near-duplicate band index: hashes within distance k share one (band, value).
+    Bands ``0..`` are the pHash's; bands from ``CHECK_BAND_BASE`` on are the check hash's
+    (``autods.core.nearimage.CHECK_RADIUS`` + 1 of them)."""
 
     __tablename__ = "phash_bands"
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from autods.core import filters as quality
-from autods.core.hashing import bands, image_features
+from autods.core.hashing import image_features
+from autods.core.nearimage import band_rows
 from autods.core.records import ItemStatus, Modality, Rejected
 from autods.db.models import Asset, Dataset, Feature, Item, MinhashBand, PhashBand
 from autods.db.session import session_scope
@@ -55,10 +56,10 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
                              "error_detail": exc.detail[:500]})
             continue
         features.append({"asset_id": asset_id, "phash": f.phash, "check_hash": f.check,
-                         "width": f.width, "height": f.height, "format": f.format,
-                         "mode": f.mode})
+                         "thumb": f.thumb, "width": f.width, "height": f.height,
+                         "format": f.format, "mode": f.mode})
         phash_rows += [{"dataset_id": work.dataset_id, "band_no": n, "value": v,
-                        "asset_id": asset_id} for n, v in enumerate(bands(f.phash, band_k))]
+                        "asset_id": asset_id} for n, v in band_rows(f.phash, f.check, band_k)]
 
     with session_scope(rt.engine) as db:
         insert_ignore(db, Feature, features, conflict=("asset_id",))

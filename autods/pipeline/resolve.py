@@ -24,8 +24,8 @@ from autods.core.dedup import (
     TextNearRule,
     resolve,
 )
-from autods.core.hashing import bands
 from autods.core.label import ABSTAIN, fit_predict
+from autods.core.nearimage import band_rows
 from autods.core.records import ItemStatus, Modality
 from autods.core.splits import Stratified, by_key, parse_fractions
 from autods.core.textdedup import TextNearIndex, from_bytes
@@ -101,7 +101,8 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
     chunks = select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
     rows = db.execute(
         select(Item.id, Item.ordinal, Item.asset_id, Asset.modality, Asset.sha256,
-               Asset.kept_item_id, Feature.phash, Feature.check_hash, Feature.text_sha256,
+               Asset.kept_item_id, Feature.phash, Feature.check_hash, Feature.thumb,
+               Feature.text_sha256,
                Feature.minhash, Feature.embedding_key, Feature.embedding_row)
         .join(Asset, Asset.id == Item.asset_id)
         .outerjoin(Feature, Feature.asset_id == Item.asset_id)
@@ -109,7 +110,8 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
                Item.status == ItemStatus.INGESTED)
         .order_by(Item.ordinal)
     ).all()
-    candidates = [Candidate(r.id, r.ordinal, r.asset_id, r.phash, r.check_hash, r.text_sha256,
+    candidates = [Candidate(r.id, r.ordinal, r.asset_id, r.phash, r.check_hash, r.thumb,
+                            r.text_sha256,
                             from_bytes(r.minhash) if r.minhash and options.text_near else None)
                   for r in rows]
     published = {r.asset_id: r.kept_item_id for r in rows if r.kept_item_id is not None}
@@ -148,8 +150,8 @@ def _rules(rt: Runtime, db, dataset: Dataset, options: JobOptions,
     texts = [c for c, r in zip(candidates, rows, strict=True) if r.modality == Modality.TEXT]
     if options.near_enabled:
         near = ImageNearRule(dataset.near_k)
-        for item_id, phash, check in _published_neighbours(db, dataset, candidates):
-            near.add_published(item_id, phash, check)
+        for item_id, phash, check, thumb in _published_neighbours(db, dataset, candidates):
+            near.add_published(item_id, phash, check, thumb)
         rules.append(near)
     if texts:
         rules.append(TextExactRule(_published_texts(db, dataset, texts)))
@@ -217,12 +219,14 @@ def _published_minhashes(db, dataset: Dataset, texts: list[Candidate], hasher):
 
 
 def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
-    """(item, pHash, second hash) of published assets sharing a band with a candidate."""
+    """(item, pHash, check hash, region print) of published assets sharing a band with a
+    candidate: a pHash band, or a check-hash band (``nearimage.band_rows``)."""
     band_k = dataset.band_k if dataset.band_k is not None else dataset.near_k
     per_band: dict[int, set[int]] = defaultdict(set)
     for c in candidates:
         if c.phash is not None:
-            for n, v in enumerate(bands(c.phash, band_k)):
+            check = c.check if c.thumb is not None else None
+            for n, v in band_rows(c.phash, check, band_k):
                 per_band[n].add(v)
     # One band at a time, so each lookup is a range of the (dataset, band, value) index
     # rather than a row-value list the planner may answer with a scan.
@@ -231,17 +235,17 @@ def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
         ordered = sorted(values)
         for start in range(0, len(ordered), 5000):
             rows = db.execute(
-                select(Asset.kept_item_id, Feature.phash, Feature.check_hash)
+                select(Asset.kept_item_id, Feature.phash, Feature.check_hash, Feature.thumb)
                 .join(PhashBand, PhashBand.asset_id == Asset.id)
                 .join(Feature, Feature.asset_id == Asset.id)
                 .where(PhashBand.dataset_id == dataset.id, PhashBand.band_no == band_no,
                        PhashBand.value.in_(ordered[start:start + 5000]),
                        Asset.kept_item_id.is_not(None))
             ).all()
-            for item_id, phash, check in rows:
+            for item_id, phash, check, thumb in rows:
                 if item_id not in seen:
                     seen.add(item_id)
-                    yield item_id, phash, check
+                    yield item_id, phash, check, thumb
 
 
 def _record_verdicts(db, verdicts, asset_of: dict[int, int]) -> None:

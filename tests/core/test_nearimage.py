@@ -15,7 +15,23 @@ from PIL import Image
 
 from autods.core.dedup import Candidate, ImageNearRule, resolve
 from autods.core.hashing import hamming, image_features, phash_to_int, to_grayscale
-from autods.core.nearimage import MAX_RADIUS, budget, candidate_radius, confirm
+from autods.core.nearimage import (
+    CHECK_BAND_BASE,
+    CHECK_RADIUS,
+    MAX_RADIUS,
+    MAX_REGION_DIFF,
+    SURE_CHECK,
+    SURE_PHASH,
+    THUMB_SIDE,
+    band_radius,
+    band_rows,
+    budget,
+    candidate_radius,
+    confirm,
+    is_candidate,
+    region_distance,
+    thumbnail,
+)
 from autods.core.records import ImageFeatures, ItemStatus
 from bench import neardata
 
@@ -126,11 +142,13 @@ def test_check_survives_copies_and_tells_distinct_pictures_apart(nearset, featur
 # On real images, as resolve decides
 
 
-def test_real_copies_found_and_no_distinct_picture_dropped(nearset, features):
+@pytest.mark.parametrize("prints", [False, True], ids=["hashes", "region-prints"])
+def test_real_copies_found_and_no_distinct_picture_dropped(nearset, features, prints):
     keys = [o.key for o in nearset.originals] + [c.key for c in nearset.copies]
     original_of = {o.key: o.key for o in nearset.originals}
     original_of |= {c.key: c.original for c in nearset.copies}
-    candidates = [Candidate(i, i, i, features[key].phash, features[key].check)
+    candidates = [Candidate(i, i, i, features[key].phash, features[key].check,
+                            features[key].thumb if prints else None)
                   for i, key in enumerate(keys)]
     verdicts = {v.item_id: v for v in resolve(candidates, {}, [ImageNearRule(4)])}
 
@@ -148,3 +166,95 @@ def test_real_copies_found_and_no_distinct_picture_dropped(nearset, features):
     assert originals_dropped == []
     assert wrong == []
     assert found / planted >= 0.95, f"found {found} of {planted} copies"
+
+
+# Region prints
+
+
+def _print(img: Image.Image) -> bytes:
+    return thumbnail(to_grayscale(img).resize((32, 32), imagehash.ANTIALIAS))
+
+
+def _line_art() -> Image.Image:
+    from PIL import ImageDraw
+
+    img = Image.new("L", (128, 128), 255)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((20, 20, 108, 108), outline=0, width=6)
+    draw.line((20, 64, 108, 64), fill=0, width=6)
+    return img
+
+
+def test_a_print_is_a_small_grey_image_and_a_copy_is_close_everywhere():
+    art = _line_art()
+    print_ = _print(art)
+    assert len(print_) == THUMB_SIDE * THUMB_SIDE
+    buf = io.BytesIO()
+    art.resize((77, 77), Image.BICUBIC).save(buf, "JPEG", quality=70)
+    copy = _print(Image.open(buf))
+    assert region_distance(print_, print_) == 0.0
+    assert region_distance(print_, copy) <= MAX_REGION_DIFF
+
+
+def test_a_sibling_differing_in_one_corner_is_vetoed_though_its_hashes_agree():
+    from PIL import ImageDraw
+
+    art = _line_art()
+    sibling = art.copy()
+    ImageDraw.Draw(sibling).rectangle((100, 0, 127, 27), fill=0)  # an emblem in a corner
+    a, b = image_features(_png(art)), image_features(_png(sibling))
+    phash_d, check_d = hamming(a.phash, b.phash), hamming(a.check, b.check)
+    assert is_candidate(phash_d, check_d, 4)  # the hashes alone would drop it
+    assert region_distance(a.thumb, b.thumb) > MAX_REGION_DIFF
+    assert confirm(phash_d, a.check, b.check, 4, a.thumb, b.thumb) is None
+
+
+def test_close_check_hashes_bring_a_drifted_pair_to_the_region_check():
+    same = bytes(THUMB_SIDE * THUMB_SIDE)
+    # pHash 20 bits apart: beyond any pHash radius, but the check hashes are 2 apart.
+    score, text = confirm(20, 0, 0b11, 4, same, same)
+    assert score == pytest.approx((20 + 2 * 2) / 10) and "region=0.0" in text
+    assert confirm(20, 0, 0b11, 4) is None  # without prints, the hash rule alone
+    assert confirm(20, 0, 0b11111, 4, same, same) is None  # check beyond its radius
+
+
+def test_band_rows_index_the_check_hash_after_the_phash():
+    rows = band_rows(-1, 5, 10)
+    assert [n for n, _ in rows] == [*range(11), *range(CHECK_BAND_BASE,
+                                                      CHECK_BAND_BASE + CHECK_RADIUS + 1)]
+    assert [n for n, _ in band_rows(-1, None, 4)] == list(range(5))  # no check: pHash only
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("k", range(13))
+def test_the_band_index_finds_every_candidate_the_rule_admits(k):
+    """Every (pHash, check) distance pair ``is_candidate`` admits is within the pHash bands'
+    radius or the check bands'."""
+    for phash_d in range(65):
+        for check_d in range(65):
+            if is_candidate(phash_d, check_d, k):
+                assert phash_d <= band_radius(k) or check_d <= CHECK_RADIUS, (phash_d, check_d)
+    assert band_radius(4) == 4 and band_radius(12) == candidate_radius(12)
+
+
+def test_a_copy_trimmed_by_a_pixel_is_confirmed_by_its_close_hashes():
+    """A 1 px trim shifts the sharp edges of a 96 px picture enough to exceed the region
+    limit in one cell; both hashes stay within 2 bits, which confirms the pair."""
+    from examples.sampledata import near_duplicate_bytes, structured_image
+
+    buf = io.BytesIO()
+    structured_image(1091, (96, 96)).save(buf, "JPEG", quality=90)
+    a = image_features(buf.getvalue())
+    b = image_features(near_duplicate_bytes(Image.open(io.BytesIO(buf.getvalue()))))
+    phash_d, check_d = hamming(a.phash, b.phash), hamming(a.check, b.check)
+    assert region_distance(a.thumb, b.thumb) > MAX_REGION_DIFF
+    assert phash_d <= SURE_PHASH and check_d <= SURE_CHECK
+    score, text = confirm(phash_d, a.check, b.check, 4, a.thumb, b.thumb)
+    assert text.startswith(f"phash={phash_d},dhash_v={check_d}<=") and "region=11.6" in text
+    # Two more bits of either hash and the region prints decide alone.
+    assert confirm(phash_d + SURE_PHASH + 1, a.check, b.check, 4, a.thumb, b.thumb) is None

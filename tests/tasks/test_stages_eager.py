@@ -8,7 +8,7 @@ import io
 import numpy as np
 from sqlalchemy import func, select
 
-from autods.core.nearimage import candidate_radius
+from autods.core.nearimage import CHECK_RADIUS, band_radius
 from autods.db.models import Asset, ChunkStage, Feature, Item, LfVote, PhashBand, Shard
 from autods.db.session import session_scope
 from autods.pipeline.plan import JobOptions, create_job
@@ -65,10 +65,10 @@ def test_preprocess_hashes_assets_and_fails_undecodable_ones(eager, tmp_path):
         feats = db.scalars(select(Feature).where(Feature.phash.is_not(None))).all()
         assert len(feats) == 3 and {(f.width, f.height, f.format) for f in feats} == {
             (96, 96, "JPEG")}
-        # The band index answers for the candidate radius: radius + 1 bands per hash.
+        # The band index: k + 1 pHash bands and CHECK_RADIUS + 1 check bands per image.
         assert db.scalar(select(func.count()).select_from(PhashBand)) == 3 * (
-            candidate_radius(4) + 1)
-        assert all(f.check_hash is not None for f in feats)
+            band_radius(4) + 1 + CHECK_RADIUS + 1)
+        assert all(f.check_hash is not None and len(f.thumb) == 256 for f in feats)
         assert set(db.scalars(select(ChunkStage.stage))) == {"ingest", "preprocess"}
 
 
