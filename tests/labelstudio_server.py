@@ -146,13 +146,14 @@ def running_label_studio(folder: Path) -> Iterator[LabelStudio]:
     migrated = binary.parent.parent / MIGRATED_DB
     if migrated.exists():
         shutil.copyfile(migrated, data_dir / "label_studio.sqlite3")
+    # ``--password=VALUE``: a token may start with "-", which argparse takes for an option.
     password = secrets.token_urlsafe(16)
     log_path = folder / "server.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [str(binary), "start", "--no-browser", "--internal-host", "127.0.0.1",
              "--port", str(_free_port()), "--data-dir", str(data_dir),
-             "--username", EMAIL, "--password", password],
+             "--username", EMAIL, f"--password={password}"],
             env=_environment(data_dir), stdout=log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
     stop = _stopper(proc)
