@@ -27,6 +27,7 @@ MODULES = {
     "neardup": "bench.neardup",
     "labelling": "bench.labelling",
     "report": "bench.html_report",
+    "planning": "bench.planning",
 }
 REPO = Path(__file__).resolve().parent.parent
 

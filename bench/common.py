@@ -15,7 +15,8 @@ T = TypeVar("T")
 
 # Names of the benchmarks, in the order they run and appear in the table.
 BENCHMARKS = ("phash", "celery", "e2e", "embed", "scale", "shard", "dataset", "neardup",
-              "textdedup", "semantic", "labelling", "report")
+              "textdedup", "semantic", "labelling", "report",
+              "planning")
 
 
 @dataclass

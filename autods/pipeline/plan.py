@@ -135,25 +135,56 @@ def _listed(rt: Runtime, sources: list[str]) -> Iterator[SourceItem]:
 
 
 def _insert_items(rt: Runtime, job_id: int, items: Iterable[SourceItem], chunk_size: int) -> int:
-    """Stream items into the database in bulk; returns how many there were."""
-    count = 0
-    rows: list[dict] = []
+    """Stream items into the database in bulk; returns how many there were. PostgreSQL
+    takes them through one ``COPY`` (several times faster than batched inserts, and
+    psycopg flushes as it goes, so memory does not grow with the list)."""
+    rows = (_item_row(job_id, item, chunk_size) for item in items)
     with session_scope(rt.engine) as db:
-        for item in items:
-            rows.append(_without_nul({
-                "job_id": job_id, "ordinal": item.ordinal,
-                "chunk_no": item.ordinal // chunk_size, "modality": item.modality.value,
-                "uri": item.uri, "caption": clean_caption(item.caption),
-                "caption_uri": item.caption_uri, "text": item.text, "license": item.license,
-                "source": item.source, "meta": item.meta, "status": ItemStatus.PENDING,
-                "reason": item.error,
-            }))
-            count = item.ordinal + 1
-            if len(rows) >= 5000:
-                db.execute(Item.__table__.insert(), rows)
-                rows.clear()
-        if rows:
-            db.execute(Item.__table__.insert(), rows)
+        if db.get_bind().dialect.name == "postgresql":
+            return _copy_rows(db, rows)
+        count = 0
+        batch: list[dict] = []
+        for row in rows:
+            batch.append(row)
+            count = row["ordinal"] + 1
+            if len(batch) >= 5000:
+                db.execute(Item.__table__.insert(), batch)
+                batch.clear()
+        if batch:
+            db.execute(Item.__table__.insert(), batch)
+    return count
+
+
+#: The columns a listed item fills, in the order ``_copy_rows`` writes them.
+_ITEM_COLUMNS = ("job_id", "ordinal", "chunk_no", "modality", "uri", "caption", "caption_uri",
+                 "text", "license", "source", "meta", "status", "reason")
+
+
+def _item_row(job_id: int, item: SourceItem, chunk_size: int) -> dict:
+    clean = _without_nul
+    return {
+        "job_id": job_id, "ordinal": item.ordinal, "chunk_no": item.ordinal // chunk_size,
+        "modality": item.modality.value, "uri": clean(item.uri),
+        "caption": clean(clean_caption(item.caption)), "caption_uri": clean(item.caption_uri),
+        "text": clean(item.text), "license": clean(item.license),
+        "source": clean(item.source), "meta": clean(item.meta) if item.meta else item.meta,
+        "status": _PENDING, "reason": item.error,
+    }
+
+
+_PENDING = ItemStatus.PENDING.value
+
+
+def _copy_rows(db, rows: Iterable[dict]) -> int:
+    """``COPY items FROM STDIN`` in the session's transaction; returns the item count."""
+    count = 0
+    cursor = db.connection().connection.driver_connection.cursor()
+    with cursor, cursor.copy(f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            meta = row["meta"]
+            row["meta"] = json.dumps(meta) if meta else ("{}" if meta == {} else "null")
+            copy.write_row([row[c] for c in _ITEM_COLUMNS])
+            count = row["ordinal"] + 1
     return count
 
 
@@ -162,6 +193,8 @@ def _without_nul(value):
     ``\udcff`` escape); inputs may. NUL is dropped and a surrogate becomes U+FFFD
     everywhere before storing (a text record with one is rejected by its reader)."""
     if isinstance(value, str):
+        if value.isascii():  # no surrogate: only a NUL to drop, and rarely that
+            return value.replace("\x00", "") if "\x00" in value else value
         return LONE_SURROGATE.sub("\ufffd", value.replace("\x00", ""))
     if isinstance(value, dict):
         return {_without_nul(k): _without_nul(v) for k, v in value.items()}

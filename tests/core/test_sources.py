@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autods.core.records import Modality, SourceItem
 from autods.core.sources import iter_source, parse_metadata, source_kind
@@ -408,3 +410,23 @@ def test_a_metadata_file_over_the_limit_is_refused_not_read(tmp_path: Path, monk
 
     with pytest.raises(SourceError, match="metadata over 100 bytes"):
         list(iter_source(str(tmp_path)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda s, rest: f"{s}://{rest}",
+              st.sampled_from(["http", "HTTPS", "ftp", "s3", "h2tp", "ht-tp", "file", ""]),
+              st.text(max_size=30))))
+def test_the_scheme_shortcut_agrees_with_urlsplit(url):
+    from urllib.parse import urlsplit
+
+    from autods.core.sources import _scheme
+
+    try:
+        expected = urlsplit(url).scheme.lower()
+    except ValueError:
+        with pytest.raises(ValueError):
+            _scheme(url)
+        return
+    assert _scheme(url) == expected
