@@ -1,7 +1,8 @@
 """Curation on real services (Celery workers on Redis, PostgreSQL, an S3 server), across
 two jobs of one dataset: the second job's copies are dropped against what the first
 published, through the dataset's stored indexes (pHash bands, MinHash bands, the
-persisted semantic index), and ``why`` and ``lineage`` answer from PostgreSQL and S3."""
+persisted semantic index), and ``why``, ``lineage`` and the report answer from PostgreSQL
+and S3."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import shutil
 
 import boto3
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 import autods
 from autods.dataset import members_of
@@ -19,6 +20,7 @@ from autods.db.models import Item
 from autods.db.session import session_scope
 from autods.embedded import WorkerProcess
 from autods.pipeline.explain import explain
+from autods.pipeline.report import build_page
 from autods.pipeline.runtime import Runtime
 from autods.pipeline.stagetable import queues
 from tests.curation_data import FRENCH, MIN_SIDE, rewordable, reworded, write_inputs
@@ -149,6 +151,21 @@ def test_second_job_is_deduplicated_against_the_first(pg_url, redis_prefix, s3_e
     assert fate.status == "near_duplicate" and fate.kept_key == source.key
     assert fate.kept_uri.rsplit("/", 1)[-1] == later_fates[caught[0]][3]
     assert fate.kept_shard == source.versions[0].shard and dropped.versions == ()
+
+    # The report, from PostgreSQL and S3: both jobs' inputs in the funnel, a near copy's
+    # cluster with both pictures read back from S3, queue waits and the embedding map.
+    page = build_page(rt, "cur")
+    with session_scope(rt.engine) as db:
+        n_inputs = db.scalar(select(func.count()).select_from(Item).where(
+            Item.job_id.in_((first.id, second.id))))
+    funnel = {(r.step, r.name): r.count for r in page.funnel}
+    assert funnel[("inputs", "every listed input")] == n_inputs
+    assert funnel[("published", "samples in shards")] == published
+    cluster = next(c for c in page.clusters
+                   if any(t.uri.endswith(f"/{caught[0]}") for t in c.absorbed))
+    assert cluster.kept.image and all(t.image for t in cluster.absorbed)
+    assert cluster.kept.uri.rsplit("/", 1)[-1] == later_fates[caught[0]][3]
+    assert page.wait_chart and page.map_chart and len(page.slowest) > 1
 
 
 def _uri(rt: Runtime, source: str) -> str:
