@@ -25,9 +25,15 @@ from autods.core.records import LabellingModuleError, Modality
 ABSTAIN = -1
 
 
-def _snorkel():
+def _snorkel(model: bool = False):
+    """snorkel's ``LabelingFunction``, and its ``LabelModel`` only when asked for: the model
+    imports torch (seconds), which checking a job's LF module before it starts must not
+    pay."""
     try:
         from snorkel.labeling import LabelingFunction
+
+        if not model:
+            return LabelingFunction, None
         from snorkel.labeling.model import LabelModel
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("labelling needs the 'label' extra: pip install 'autods[label]'") from exc
@@ -133,7 +139,7 @@ def fit_predict(spec: LabelSpec, matrix: np.ndarray, epochs: int, seed: int
     Rows where every LF abstained get -1 and the model's prior as confidence; a batch with
     no vote at all skips the fit.
     """
-    _, LabelModel = _snorkel()
+    _, LabelModel = _snorkel(model=True)
     n = matrix.shape[0]
     if n == 0 or not (matrix != ABSTAIN).any():
         return np.full(n, ABSTAIN, dtype=np.int64), np.zeros(n, dtype=np.float64)

@@ -20,9 +20,6 @@ import unicodedata
 from functools import cache
 
 import numpy as np
-from datasketch import MinHash
-from datasketch.hashfunc import sha1_hash64
-from datasketch.lsh import _optimal_param
 
 # Runs of what is neither a word character nor whitespace: punctuation, symbols, invisible
 # format characters, and combining marks (which ``\w`` does not match).
@@ -70,6 +67,10 @@ def from_bytes(data: bytes) -> np.ndarray:
 @cache
 def _bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
     # datasketch's own search over (b, r); it integrates numerically, so compute it once.
+    # datasketch (with scipy) is imported here, not with the module: planning a job imports
+    # this module and has no text to hash.
+    from datasketch.lsh import _optimal_param
+
     return _optimal_param(threshold, num_perm, *_LSH_WEIGHTS)
 
 
@@ -100,6 +101,9 @@ class TextMinHasher:
         self.threshold = threshold
         self.seed = seed
         self.bands, self.rows = _bands_rows(threshold, num_perm)
+        from datasketch import MinHash
+        from datasketch.hashfunc import sha1_hash64
+
         # Permutations are drawn once; each signature starts from a copy of this empty one.
         self._empty = MinHash(num_perm, seed=seed, hashfunc=sha1_hash64, scheme=_SCHEME)
 
