@@ -30,6 +30,12 @@ from autods.core.records import ItemStatus
 RULES = ("sha256", "text_normalized", "phash", "minhash", "semantic")
 
 
+def rule_family(rule: str) -> str | None:
+    """The rule of ``RULES`` a recorded ``dedup_rule`` belongs to (the record may carry its
+    arithmetic after the name: ``phash=2,dhash_v=2,...``); None when it names none."""
+    return next((r for r in RULES if rule.startswith(r)), None)
+
+
 @dataclass(slots=True)
 class Candidate:
     """An ingested item waiting for its verdict, with the features its rules compare:

@@ -310,8 +310,8 @@ class _SpecNames:
 
 
 def placements(store: ObjectStore, key: str) -> tuple[Placement, ...]:
-    """Where sample ``key`` lies in every version that holds it, oldest first: the shard by
-    the version's key index, the byte range and per-version fields by the shard's
+    """Where sample ``key`` lies in every version that holds it, oldest first: the shard and
+    byte range by the version's key index, the per-version fields by the shard's
     ``manifest.parquet`` (read once for the versions that share the shard)."""
     try:
         versions = [read_version(store, n) for n in list_versions(store)] or [
@@ -331,7 +331,7 @@ def placements(store: ObjectStore, key: str) -> tuple[Placement, ...]:
         row = rows[shard.manifest_parquet_key]
         found.append(Placement(
             version.number, version.doc.get("kind", "build"), version.doc.get("job"),
-            shard.name, store.uri(shard.tar_key), row["__offset__"], row["__size__"],
+            shard.name, store.uri(shard.tar_key), where.offset, where.size,
             *(row.get(name) for name in _VERSION_FIELDS)))
     return tuple(found)
 

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import aliased
 
 from autods.core import charts
-from autods.core.dedup import RULES
+from autods.core.dedup import rule_family
 from autods.core.lfreport import LfReport, summary_rows, table_rows
 from autods.core.records import ItemStatus
 from autods.core.report import (
@@ -128,7 +128,7 @@ def _funnel(db, scope: Scope) -> list[FunnelRow]:
         if st in (ItemStatus.FAILED, ItemStatus.FILTERED):
             reasons[(st, reason or "unknown")] += n
         elif st in _DROPPED:
-            rules[rule_name(rule) or st] += n
+            rules[_rule(rule) or st] += n
     share = (lambda n: n / total) if total else (lambda n: 0.0)
     out = [FunnelRow("inputs", "every listed input", total, share(total))]
     out += [FunnelRow("rejected", r, n, share(n))
@@ -147,12 +147,9 @@ def _funnel(db, scope: Scope) -> list[FunnelRow]:
     return out
 
 
-def rule_name(rule: str | None) -> str | None:
-    """The rule of a recorded ``dedup_rule``, which may carry its arithmetic after it
-    (``phash=2,dhash_v=2,...``)."""
-    if rule is None:
-        return None
-    return next((r for r in RULES if rule.startswith(r)), rule)
+def _rule(recorded: str | None) -> str | None:
+    """A recorded ``dedup_rule`` shown by its rule's name (the text as is if it names none)."""
+    return None if recorded is None else rule_family(recorded) or recorded
 
 
 def _label_name(name: str | None, label: int | None) -> str:
@@ -183,7 +180,7 @@ def _clusters(db, scope: Scope, thumbs: _Thumbs) -> tuple[list[Cluster], int]:
         if kept is None:
             continue
         absorbed = [thumbs.tile(m.uri, m.sha256, m.modality, m.storage_key, m.text,
-                                note=f"{rule_name(m.dedup_rule) or '?'}"
+                                note=f"{_rule(m.dedup_rule) or '?'}"
                                 + (f" {m.dedup_score:.3g}" if m.dedup_score is not None
                                    else ""))
                     for m in members]
@@ -237,20 +234,23 @@ def _labels(db, scope: Scope, thumbs: _Thumbs) -> tuple[list[Group], str]:
                     for r in rows]
         groups.append(Group(_label_name(name, label), n, n / total if total else 0.0, examples,
                             extra=f"mean confidence {mean:.2f}"))
-    probs = db.execute(select(Label.label, Label.probability)
-                       .join(Item, Item.id == Label.item_id)
-                       .where(Item.job_id.in_(scope.job_ids),
-                              Item.status == ItemStatus.PUBLISHED)).all()
-    chart = _confidence_chart(probs, {r[1]: _label_name(r[0], r[1]) for r in names})
+    decile = case(*((Label.probability < (i + 1) / 10, i) for i in range(9)), else_=9)
+    binned = db.execute(select(Label.label, decile, func.count())
+                        .join(Item, Item.id == Label.item_id)
+                        .where(Item.job_id.in_(scope.job_ids),
+                               Item.status == ItemStatus.PUBLISHED)
+                        .group_by(Label.label, decile)).all()
+    chart = _confidence_chart(binned, {r[1]: _label_name(r[0], r[1]) for r in names})
     return groups, chart
 
 
-def _confidence_chart(probs, names: dict[int, str]) -> str:
-    """Samples per confidence decile, one line per label: where the labels are unsure."""
+def _confidence_chart(binned, names: dict[int, str]) -> str:
+    """Samples per confidence decile, one line per label: where the labels are unsure.
+    ``binned`` is (label, decile, samples) rows."""
     bins: dict[str, list[int]] = {names[k]: [0] * 10 for k in sorted(names)}
-    for label, p in probs:
+    for label, decile, n in binned:
         if label in names:
-            bins[names[label]][min(int(p * 10), 9)] += 1
+            bins[names[label]][decile] += n
     series = {name: [((i + 0.5) / 10, c) for i, c in enumerate(counts)]
               for name, counts in bins.items()}
     return charts.line_chart(series, x_label="label confidence", y_label="samples",
@@ -357,25 +357,34 @@ def _embedding_map(rt: Runtime, db, scope: Scope, thumbs: _Thumbs) -> tuple[str,
     from autods.pipeline.embed import load_vectors
 
     label = aliased(Label)
-    base = (select(Item.id, Item.uri, Item.text, Asset.sha256, Asset.modality,
-                   Asset.storage_key, Feature.embedding_key, Feature.embedding_row,
-                   Feature.embedding_model, label.name, label.label)
-            .join(Asset, Asset.id == Item.asset_id)
-            .join(Feature, Feature.asset_id == Asset.id)
-            .outerjoin(label, label.item_id == Item.id)
-            .where(Item.job_id.in_(scope.job_ids), Item.status == ItemStatus.PUBLISHED,
-                   Feature.embedding_key.is_not(None)))
-    rows = db.execute(base.order_by(Item.job_id, Item.ordinal)).all()
-    if not rows:
+    embedded = (Item.job_id.in_(scope.job_ids), Item.status == ItemStatus.PUBLISHED,
+                Feature.embedding_key.is_not(None))
+    # Counted in SQL, the first model met winning a tie: a large dataset's rows are not
+    # all read for a map of MAP_POINTS.
+    counts = db.execute(select(Feature.embedding_model, func.count())
+                        .select_from(Item).join(Asset, Asset.id == Item.asset_id)
+                        .join(Feature, Feature.asset_id == Asset.id).where(*embedded)
+                        .group_by(Feature.embedding_model)
+                        .order_by(func.count().desc(), func.min(Item.id))).all()
+    if not counts:
         return "", None
-    counts = Counter(r.embedding_model for r in rows)
-    model, n_model = counts.most_common(1)[0]
-    rows = [r for r in rows if r.embedding_model == model]
-    if len(rows) > MAP_POINTS:  # evenly spaced, so the same dataset gives the same map
-        rows = [rows[i * len(rows) // MAP_POINTS] for i in range(MAP_POINTS)]
-    vectors = load_vectors(thumbs.store, [(r.embedding_key, r.embedding_row) for r in rows])
+    model, n_model = counts[0]
+    numbered = (select(Item.uri, Item.text, Asset.sha256, Asset.modality, Asset.storage_key,
+                       Feature.embedding_key, Feature.embedding_row, label.name, label.label,
+                       func.row_number().over(order_by=(Item.job_id, Item.ordinal))
+                       .label("n"))
+                .join(Asset, Asset.id == Item.asset_id)
+                .join(Feature, Feature.asset_id == Asset.id)
+                .outerjoin(label, label.item_id == Item.id)
+                .where(*embedded, Feature.embedding_model == model).subquery())
+    query = select(numbered).order_by(numbered.c.n)
+    if n_model > MAP_POINTS:  # evenly spaced, so the same dataset gives the same map
+        query = query.where(numbered.c.n.in_(
+            sorted({i * n_model // MAP_POINTS + 1 for i in range(MAP_POINTS)})))
+    rows = db.execute(query).all()
     if len(rows) < 3:
         return "", f"{len(rows)} embedded sample(s): too few for a map."
+    vectors = load_vectors(thumbs.store, [(r.embedding_key, r.embedding_row) for r in rows])
     xy = _project(vectors.astype(np.float32))
     groups = sorted({_label_name(r.name, r.label) for r in rows})
     index = {g: i for i, g in enumerate(groups)}

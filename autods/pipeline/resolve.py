@@ -16,13 +16,13 @@ from sqlalchemy import func, select, update
 
 from autods import metrics
 from autods.core.dedup import (
-    RULES,
     Candidate,
     ImageNearRule,
     SemanticRule,
     TextExactRule,
     TextNearRule,
     resolve,
+    rule_family,
 )
 from autods.core.label import ABSTAIN, fit_predict
 from autods.core.nearimage import band_rows
@@ -136,8 +136,7 @@ def _counts(db, job_id: int, chunks, verdicts) -> metrics.BatchCounts:
     items = {(status, reason or ""): n for status, reason, n in db.execute(
         select(Item.status, Item.reason, func.count()).where(in_batch)
         .group_by(Item.status, Item.reason)).all()}
-    rules = Counter(next((r for r in RULES if v.rule.startswith(r)), "other")
-                    for v in verdicts if v.rule)
+    rules = Counter(rule_family(v.rule) or "other" for v in verdicts if v.rule)
     confidences = db.scalars(select(Label.probability).join(Item, Item.id == Label.item_id)
                              .where(in_batch, Label.label >= 0)).all()
     return metrics.BatchCounts(items, dict(rules), confidences)
