@@ -37,6 +37,13 @@ class Context:
         return quick if self.quick else full
 
 
+def autods_command() -> list[str]:
+    """The installed ``autods`` script beside this interpreter, as a user runs it, else
+    the module (a source tree without the script)."""
+    exe = Path(sys.executable).parent / "autods"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "autods.cli"]
+
+
 def log(message: str) -> None:
     """Progress on stderr, so stdout carries only the table."""
     sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")

@@ -13,12 +13,21 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from bench import data
-from bench.common import Context, Row, alternate, fmt_rate, log, median, not_run, target_row
+from bench.common import (
+    Context,
+    Row,
+    alternate,
+    autods_command,
+    fmt_rate,
+    log,
+    median,
+    not_run,
+    target_row,
+)
 from bench.services import StaticServer
 
 GROUP = "e2e"
@@ -120,9 +129,7 @@ def run(ctx: Context) -> list[Row]:
     root = ctx.path("e2e")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    autods_exe = Path(sys.executable).parent / "autods"
-    autods_cmd = [str(autods_exe)] if autods_exe.exists() else [sys.executable, "-m",
-                                                                 "autods.cli"]
+    autods_cmd = autods_command()
     env = {**os.environ, "AUTODS_ALLOW_PRIVATE_NETWORKS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     env = {k: v for k, v in env.items()
            if not k.startswith("AUTODS_") or k == "AUTODS_ALLOW_PRIVATE_NETWORKS"}

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Context, Row, log, median
+from bench.common import Context, Row, autods_command, log, median
 from bench.data import jpeg_64_folders
 
 GROUP = "report"
@@ -32,11 +31,6 @@ CORRUPT = 20
 LOADS = 5
 REPO = Path(__file__).resolve().parent.parent
 ENV = {"AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_CLIP_PRETRAINED": "random"}
-
-
-def _autods() -> list[str]:
-    exe = Path(sys.executable).parent / "autods"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "autods.cli"]
 
 
 def _inputs(ctx: Context, n: int) -> Path:
@@ -68,17 +62,17 @@ def _inputs(ctx: Context, n: int) -> Path:
     return root
 
 
-def _build(source: Path, out: Path) -> float:
+def _build(sources: list[Path], out: Path) -> float:
     start = time.monotonic()
-    subprocess.run(_autods() + ["build", str(source), "--out", str(out), "--lfs",
-                                "examples.sample_lfs", "--quiet"],
+    subprocess.run(autods_command() + ["build", *map(str, sources), "--out", str(out),
+                                       "--lfs", "examples.sample_lfs", "--quiet"],
                    cwd=REPO, env={**os.environ, **ENV}, check=True, capture_output=True)
     return time.monotonic() - start
 
 
 def _report(out: Path, html: Path) -> float:
     start = time.monotonic()
-    subprocess.run(_autods() + ["report", str(out), "--out", str(html)], cwd=REPO,
+    subprocess.run(autods_command() + ["report", str(out), "--out", str(html)], cwd=REPO,
                    env={**os.environ, **ENV}, check=True, capture_output=True)
     return time.monotonic() - start
 
@@ -103,7 +97,7 @@ def run(ctx: Context) -> list[Row]:
     with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
         out, html = Path(tmp) / "ds", Path(tmp) / "report.html"
         log(f"building {n:,} inputs")
-        built = _build(source, out)
+        built = _build([source], out)
         log("writing the report")
         wrote = _report(out, html)
         size_mb = html.stat().st_size / 1e6
@@ -132,9 +126,7 @@ def screenshot(png: Path) -> None:
     sample = REPO / "examples" / "sample"
     with tempfile.TemporaryDirectory() as tmp:
         out, html = Path(tmp) / "ds", Path(tmp) / "report.html"
-        subprocess.run(_autods() + ["build", str(sample / "images"), str(sample / "texts.jsonl"),
-                                    "--out", str(out), "--lfs", "examples.sample_lfs",
-                                    "--quiet"], cwd=REPO, env={**os.environ, **ENV}, check=True)
+        _build([sample / "images", sample / "texts.jsonl"], out)
         _report(out, html)
         with chromium(1300, 1500) as driver:
             driver.get(html.as_uri())
