@@ -127,7 +127,9 @@ class Batch(Base):
 
 
 class Asset(Base):
-    """Distinct content within a dataset, stored once under a content-derived key."""
+    """Distinct content within a dataset, stored once: ``nbytes`` at ``pack_offset`` of the
+    pack ``storage_key`` (the chunk that met it first wrote it), or the whole object
+    ``storage_key`` when ``pack_offset`` is null."""
 
     __tablename__ = "assets"
     __table_args__ = (UniqueConstraint("dataset_id", "sha256"),)
@@ -140,6 +142,7 @@ class Asset(Base):
     ext: Mapped[str] = mapped_column(String(10))
     nbytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(Text)
+    pack_offset: Mapped[int | None] = mapped_column(BigInteger)
     kept_item_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from autods.core import filters as quality
+from autods.core.packs import StoredRef, iter_bytes
 from autods.core.records import ItemStatus, Modality
 from autods.db.models import Asset, Feature, Item
 from autods.db.session import session_scope
-from autods.db.upsert import insert_ignore
+from autods.db.upsert import insert_ignore, update_rows
 from autods.pipeline.chunks import ChunkWork, in_chunk
 from autods.pipeline.runtime import Runtime
 
@@ -22,7 +23,8 @@ def embed(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     """Embed assets of the chunk that have no embedding yet; rows refer to the matrix."""
     with session_scope(rt.engine) as db:
         todo = db.execute(
-            select(Asset.id, Asset.modality, Asset.storage_key).distinct()
+            select(Asset.id, Asset.modality, Asset.storage_key, Asset.pack_offset,
+                   Asset.nbytes).distinct()
             .join(Item, Item.asset_id == Asset.id)
             .outerjoin(Feature, Feature.asset_id == Asset.id)
             .where(in_chunk(Item, work), Item.status == ItemStatus.INGESTED,
@@ -33,10 +35,11 @@ def embed(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     store = rt.store()
     updates: list[dict] = []
     for modality in Modality:
-        assets = [(a, key) for a, m, key in todo if m == modality]
+        assets = [r for r in todo if r.modality == modality]
         if not assets:
             continue
-        blobs = [store.get(key) for _, key in assets]
+        blobs = list(iter_bytes(store, (StoredRef(r.storage_key, r.pack_offset, r.nbytes)
+                                        for r in assets)))
         if modality == Modality.IMAGE:
             embedder = rt.embedder
             matrix = embedder.embed_images(blobs)
@@ -49,13 +52,13 @@ def embed(rt: Runtime, work: ChunkWork) -> dict[str, int]:
         np.save(buf, matrix, allow_pickle=False)
         store.put(key, buf.getvalue())
         updates += [{"asset_id": a, "embedding_key": key, "embedding_row": row,
-                     "embedding_model": embedder.name} for row, (a, _) in enumerate(assets)]
+                     "embedding_model": embedder.name} for row, (a, *_) in enumerate(assets)]
 
     with session_scope(rt.engine) as db:
         insert_ignore(db, Feature, [{"asset_id": u["asset_id"]} for u in updates],
                       conflict=("asset_id",))
         if updates:
-            db.execute(update(Feature), updates)
+            update_rows(db, Feature, updates)
         spec = quality.Filters.model_validate(work.options.filters or {})
         filtered = _clip_floor(rt, db, work, spec) if spec.needs_clip else 0
     return {"embedded": len(updates), "filtered": filtered}
@@ -96,5 +99,5 @@ def _clip_floor(rt: Runtime, db, work: ChunkWork, spec: quality.Filters) -> int:
             verdicts.append({"id": r.id, "status": ItemStatus.FILTERED,
                              "reason": failed.reason, "detail": failed.detail})
     if verdicts:
-        db.execute(update(Item), verdicts)
+        update_rows(db, Item, verdicts)
     return len(verdicts)

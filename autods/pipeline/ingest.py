@@ -7,15 +7,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from autods.core.fetch import REMOTE_SCHEMES
 from autods.core.hashing import sha256_hex
+from autods.core.packs import PackWriter
 from autods.core.records import ItemStatus, Modality, Reason, Rejected
+from autods.core.storage import LocalStore
 from autods.core.validate import clean_caption, validate_image, validate_text
 from autods.db.models import Asset, Item, Tombstone, utcnow
 from autods.db.session import session_scope
-from autods.db.upsert import insert_ignore
+from autods.db.upsert import insert_ignore, update_rows
 from autods.pipeline.chunks import ChunkWork, in_chunk
 from autods.pipeline.runtime import Runtime
 
@@ -37,7 +39,6 @@ class _Input:
 class _Outcome:
     item_id: int
     sha256: str | None = None
-    storage_key: str | None = None
     mime: str | None = None
     ext: str | None = None
     nbytes: int = 0
@@ -51,9 +52,11 @@ def _reject(item_id: int, exc: Rejected) -> _Outcome:
     return _Outcome(item_id, reason=exc.reason.value, detail=exc.detail[:500] or None)
 
 
-def _ingest_one(rt: Runtime, item: _Input, forgotten: frozenset[str]) -> _Outcome:
-    """One input to stored bytes; bad input comes back as a reason, never as an exception.
-    Content the dataset was asked to forget is refused before it is stored again."""
+def _ingest_one(rt: Runtime, item: _Input, forgotten: frozenset[str],
+                pack: PackWriter) -> _Outcome:
+    """One input to bytes in the chunk's pack; bad input comes back as a reason, never as
+    an exception. Content the dataset was asked to forget is refused before it is stored
+    again."""
     fetch = rt.settings.fetch
     try:
         if item.source_error:
@@ -78,11 +81,8 @@ def _ingest_one(rt: Runtime, item: _Input, forgotten: frozenset[str]) -> _Outcom
     sha = sha256_hex(data)
     if sha in forgotten:
         return _reject(item.item_id, Rejected(Reason.FORGOTTEN, "forgotten from this dataset"))
-    key = f"raw/{sha[:2]}/{sha}.{ext}"
-    store = rt.store()
-    if not store.exists(key):
-        store.put(key, data)
-    return _Outcome(item.item_id, sha, key, mime, ext, len(data), item.modality,
+    pack.add(sha, data)
+    return _Outcome(item.item_id, sha, mime, ext, len(data), item.modality,
                     clean_caption(caption))
 
 
@@ -96,9 +96,18 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
         ]
         forgotten = frozenset(db.scalars(select(Tombstone.sha256).where(
             Tombstone.dataset_id == work.dataset_id, Tombstone.sha256.is_not(None))))
-    with ThreadPoolExecutor(_threads(rt, inputs)) as pool:
-        outcomes = list(pool.map(lambda item: _ingest_one(rt, item, forgotten), inputs))
-    _record(rt, work.dataset_id, outcomes)
+    store = rt.store()
+    staging = store.root / "packs" if isinstance(store, LocalStore) else None
+    with PackWriter(staging) as pack:
+        with ThreadPoolExecutor(_threads(rt, inputs)) as pool:
+            outcomes = list(pool.map(lambda item: _ingest_one(rt, item, forgotten, pack),
+                                     inputs))
+        shas = {o.sha256 for o in outcomes if o.reason is None}
+        with session_scope(rt.engine) as db:  # content the dataset holds is not stored again
+            stored = set(db.scalars(select(Asset.sha256).where(
+                Asset.dataset_id == work.dataset_id, Asset.sha256.in_(shas)))) if shas else set()
+        key, offsets = pack.publish(store, drop=stored)
+    _record(rt, work.dataset_id, outcomes, key, offsets)
     ok = sum(o.reason is None for o in outcomes)
     return {"ingested": ok, "failed": len(outcomes) - ok}
 
@@ -110,16 +119,18 @@ def _threads(rt: Runtime, inputs: list[_Input]) -> int:
     return max(1, min(rt.settings.fetch.threads, remote))
 
 
-def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome]) -> None:
-    """Assets by content (the unique constraint settles races), then every item's fate."""
+def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome], pack: str | None,
+            offsets: dict[str, int]) -> None:
+    """Assets by content (the unique constraint settles races: a chunk that loses one keeps
+    its copy in its pack unused), then every item's fate."""
     good = [o for o in outcomes if o.reason is None]
     now = utcnow()
     with session_scope(rt.engine) as db:
         insert_ignore(db, Asset, [
             {"dataset_id": dataset_id, "sha256": o.sha256, "modality": o.modality,
-             "mime": o.mime, "ext": o.ext, "nbytes": o.nbytes, "storage_key": o.storage_key,
-             "created_at": now}
-            for o in {o.sha256: o for o in good}.values()
+             "mime": o.mime, "ext": o.ext, "nbytes": o.nbytes, "storage_key": pack,
+             "pack_offset": offsets[o.sha256], "created_at": now}
+            for o in {o.sha256: o for o in good}.values() if o.sha256 in offsets
         ], conflict=("dataset_id", "sha256"))
         ids = dict(db.execute(select(Asset.sha256, Asset.id).where(
             Asset.dataset_id == dataset_id, Asset.sha256.in_({o.sha256 for o in good}))).all())
@@ -135,4 +146,4 @@ def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome]) -> None:
         ]
         for rows in (ok_rows, failed_rows):
             if rows:
-                db.execute(update(Item), rows)
+                update_rows(db, Item, rows)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
 
+from autods.core import packs
 from autods.core.maps import map_samples, read_samples, sample_map
 from autods.core.records import JobRefused, JobState, ShardInfo
 from autods.core.shard import write_shard
@@ -195,21 +196,32 @@ def rewrite_shard(rt: Runtime, shard_id: int) -> str:
 
 
 def delete_forgotten(rt: Runtime, job_id: int) -> int:
-    """Delete the stored objects and gold labels of the job's tombstoned samples (after its
-    version is out); their asset rows stay, without an object, so the content is refused if it comes
-    again. Objects are content-addressed and shared by every dataset of the store: one that
-    another dataset's asset still uses is kept."""
+    """Delete the stored bytes and gold labels of the job's tombstoned samples (after its
+    version is out); their asset rows stay, without bytes, so the content is refused if it
+    comes again. A pack that other assets still use has the forgotten ranges overwritten
+    with zeros instead; bytes another asset uses at the same place (another dataset that
+    stored the same pack) are kept."""
     with session_scope(rt.engine) as db:
-        rows = db.execute(select(Asset.id, Asset.storage_key).join(
-            Tombstone, (Tombstone.dataset_id == Asset.dataset_id)
-            & (Tombstone.sha256 == Asset.sha256)).where(Tombstone.job_id == job_id,
-                                                          Asset.storage_key != "")).all()
+        rows = db.execute(select(Asset.id, Asset.storage_key, Asset.pack_offset, Asset.nbytes)
+                          .join(Tombstone, (Tombstone.dataset_id == Asset.dataset_id)
+                                & (Tombstone.sha256 == Asset.sha256))
+                          .where(Tombstone.job_id == job_id, Asset.storage_key != "")).all()
         ids = [r.id for r in rows]
-        shared = set(db.scalars(select(Asset.storage_key).where(
-            Asset.storage_key.in_([r.storage_key for r in rows]), Asset.id.not_in(ids))))
+        used = set(db.execute(select(Asset.storage_key, Asset.pack_offset).where(
+            Asset.storage_key.in_({r.storage_key for r in rows}), Asset.id.not_in(ids))).all())
     store = rt.store()
-    for key in {r.storage_key for r in rows} - shared:
-        store.delete(key)
+    used_keys = {key for key, _ in used}
+    blanks: dict[str, list[tuple[int, int]]] = {}
+    for r in rows:
+        if r.storage_key not in used_keys:
+            blanks.setdefault(r.storage_key, [])
+        elif r.pack_offset is not None and (r.storage_key, r.pack_offset) not in used:
+            blanks.setdefault(r.storage_key, []).append((r.pack_offset, r.nbytes))
+    for key, ranges in blanks.items():
+        if key not in used_keys:
+            store.delete(key)
+        elif ranges:
+            packs.blank(store, key, ranges)
     # Recorded after the deletes: a finalize that dies between them deletes again. A text
     # sample's content and every caption live in the items' rows too: cleared as well.
     with session_scope(rt.engine) as db:

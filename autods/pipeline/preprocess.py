@@ -4,15 +4,16 @@ quality filters over the chunk's items."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from autods.core import filters as quality
 from autods.core.hashing import image_features
 from autods.core.nearimage import band_rows
+from autods.core.packs import StoredRef, iter_bytes, read_one
 from autods.core.records import ItemStatus, Modality, Rejected
 from autods.db.models import Asset, Dataset, Feature, Item, MinhashBand, PhashBand
 from autods.db.session import session_scope
-from autods.db.upsert import insert_ignore
+from autods.db.upsert import insert_ignore, update_rows
 from autods.pipeline.chunks import ChunkWork, in_chunk
 from autods.pipeline.runtime import Runtime
 
@@ -30,19 +31,24 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
         dataset = db.execute(select(Dataset.near_k, Dataset.band_k)
                              .where(Dataset.id == work.dataset_id)).one()
         todo = db.execute(
-            select(Asset.id, Asset.modality, Asset.storage_key).distinct()
+            select(Asset.id, Asset.modality, Asset.storage_key, Asset.pack_offset,
+                   Asset.nbytes).distinct()
             .join(Item, Item.asset_id == Asset.id)
             .outerjoin(Feature, Feature.asset_id == Asset.id)
             .where(in_chunk(Item, work), Item.status == ItemStatus.INGESTED,
                    Asset.modality.in_(modalities), Feature.asset_id.is_(None))
+            .order_by(Asset.storage_key, Asset.pack_offset)
         ).all()
 
     store = rt.store()
     band_k = dataset.band_k if dataset.band_k is not None else dataset.near_k
     features, phash_rows, minhash_rows = [], [], []
-    hasher = rt.minhasher(options.minhash_threshold) if options.text_near else None
-    for asset_id, modality, key in todo:
-        data = store.get(key)
+    # Building the hasher imports datasketch (and scipy's integrators): seconds, paid only
+    # by a chunk with texts to hash.
+    hasher = (rt.minhasher(options.minhash_threshold)
+              if options.text_near and any(r.modality == Modality.TEXT for r in todo) else None)
+    blobs = iter_bytes(store, (StoredRef(r.storage_key, r.pack_offset, r.nbytes) for r in todo))
+    for (asset_id, modality, *_), data in zip(todo, blobs, strict=True):
         if modality == Modality.TEXT:
             row, band_values = _text_features(hasher, data.decode("utf-8"))
             features.append({"asset_id": asset_id, **row})
@@ -74,7 +80,7 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
                    Feature.error.is_not(None))
         ).all()
         if broken:
-            db.execute(update(Item), [
+            update_rows(db, Item, [
                 {"id": item_id, "status": ItemStatus.FAILED, "reason": reason, "detail": detail}
                 for item_id, reason, detail in broken
             ])
@@ -102,8 +108,8 @@ def _filter(db, work: ChunkWork, store) -> list[int]:
     spec = quality.Filters.model_validate(work.options.filters)
     rows = db.execute(
         select(Item.id, Item.caption, Asset.id.label("asset_id"), Asset.modality, Asset.nbytes,
-               Asset.storage_key, Feature.width, Feature.height, Feature.language,
-               Feature.language_score)
+               Asset.storage_key, Asset.pack_offset, Feature.width, Feature.height,
+               Feature.language, Feature.language_score)
         .join(Asset, Asset.id == Item.asset_id)
         .outerjoin(Feature, Feature.asset_id == Asset.id)
         .where(in_chunk(Item, work), Item.status == ItemStatus.INGESTED)
@@ -114,7 +120,8 @@ def _filter(db, work: ChunkWork, store) -> list[int]:
         if r.modality == Modality.IMAGE:
             failed = quality.check_image(spec, r.width or 0, r.height or 0, r.nbytes, r.caption)
         else:
-            length = len(store.get(r.storage_key).decode("utf-8")) if (
+            ref = StoredRef(r.storage_key, r.pack_offset, r.nbytes)
+            length = len(read_one(store, ref).decode("utf-8")) if (
                 spec.min_text_len is not None or spec.max_text_len is not None) else 0
             failed = quality.check_text(spec, length, r.nbytes,
                                         (r.language, r.language_score) if r.language else None)
@@ -122,5 +129,5 @@ def _filter(db, work: ChunkWork, store) -> list[int]:
             verdicts.append({"id": r.id, "status": ItemStatus.FILTERED,
                              "reason": failed.reason, "detail": failed.detail})
     if verdicts:
-        db.execute(update(Item), verdicts)
+        update_rows(db, Item, verdicts)
     return [v["id"] for v in verdicts]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import aliased
 from autods.core import charts
 from autods.core.dedup import rule_family
 from autods.core.lfreport import LfReport, summary_rows, table_rows
+from autods.core.packs import StoredRef, read_one
 from autods.core.records import ItemStatus
 from autods.core.report import (
     Cluster,
@@ -91,28 +92,41 @@ class _Thumbs:
 
     def __init__(self, rt: Runtime) -> None:
         self.store = rt.store()
-        self.cache: dict[str, tuple[str | None, str | None]] = {}
+        self.cache: dict[StoredRef, tuple[str | None, str | None]] = {}
 
-    def tile(self, uri: str, sha: str | None, modality: str | None, storage_key: str | None,
+    def tile(self, uri: str, sha: str | None, modality: str | None, stored: StoredRef | None,
              text: str | None = None, note: str | None = None) -> Tile:
         image = snippet = None
-        if storage_key:
-            if storage_key not in self.cache:
-                self.cache[storage_key] = self._preview(storage_key, modality)
-            image, snippet = self.cache[storage_key]
+        if stored is not None:
+            if stored not in self.cache:
+                self.cache[stored] = self._preview(stored, modality)
+            image, snippet = self.cache[stored]
         if snippet is None and text:
             snippet = text_snippet(text)
         return Tile(uri=uri, key=sha[:KEY_DIGITS] if sha else None, image=image, text=snippet,
                     note=note)
 
-    def _preview(self, key: str, modality: str | None) -> tuple[str | None, str | None]:
+    def _preview(self, stored: StoredRef, modality: str | None
+                 ) -> tuple[str | None, str | None]:
         try:
-            data = self.store.get(key)
+            data = read_one(self.store, stored)
         except Exception as exc:  # noqa: BLE001 - a missing object costs a preview only
-            log.warning("no preview of %s: %s", key, exc)
+            log.warning("no preview of %s: %s", stored.key, exc)
             return None, None
         return (None, text_snippet(data)) if modality == "text" else (image_thumbnail(data),
                                                                        None)
+
+
+#: The columns that say where an asset's bytes are (see ``_stored``).
+_STORED = (Asset.storage_key, Asset.pack_offset, Asset.nbytes)
+
+
+def _stored(row) -> StoredRef | None:
+    """Where a row's asset bytes are; None for an item without stored content (or one whose
+    content was forgotten)."""
+    if not row.storage_key:
+        return None
+    return StoredRef(row.storage_key, row.pack_offset, row.nbytes)
 
 
 def _funnel(db, scope: Scope) -> list[FunnelRow]:
@@ -167,11 +181,11 @@ def _clusters(db, scope: Scope, thumbs: _Thumbs) -> tuple[list[Cluster], int]:
     out = []
     for kept_id, size in sizes[:CLUSTERS]:
         kept = db.execute(select(Item.uri, Item.text, Asset.sha256, Asset.modality,
-                                 Asset.storage_key)
+                                 *_STORED)
                           .outerjoin(Asset, Asset.id == Item.asset_id)
                           .where(Item.id == kept_id)).one_or_none()
         members = db.execute(select(Item.uri, Item.text, Asset.sha256, Asset.modality,
-                                    Asset.storage_key, Item.dedup_rule, Item.dedup_score)
+                                    *_STORED, Item.dedup_rule, Item.dedup_score)
                              .outerjoin(Asset, Asset.id == Item.asset_id)
                              .where(Item.duplicate_of == kept_id,
                                     Item.job_id.in_(scope.job_ids))
@@ -179,13 +193,13 @@ def _clusters(db, scope: Scope, thumbs: _Thumbs) -> tuple[list[Cluster], int]:
                              .limit(CLUSTER_MEMBERS)).all()
         if kept is None:
             continue
-        absorbed = [thumbs.tile(m.uri, m.sha256, m.modality, m.storage_key, m.text,
+        absorbed = [thumbs.tile(m.uri, m.sha256, m.modality, _stored(m), m.text,
                                 note=f"{_rule(m.dedup_rule) or '?'}"
                                 + (f" {m.dedup_score:.3g}" if m.dedup_score is not None
                                    else ""))
                     for m in members]
         out.append(Cluster(thumbs.tile(kept.uri, kept.sha256, kept.modality,
-                                       kept.storage_key, kept.text, note="kept"),
+                                       _stored(kept), kept.text, note="kept"),
                            absorbed, size))
     return out, len(sizes)
 
@@ -199,13 +213,13 @@ def _rejects(db, scope: Scope, total: int, thumbs: _Thumbs) -> list[Group]:
     out = []
     for st, reason, n in counts:
         rows = db.execute(select(Item.uri, Item.text, Item.detail, Asset.sha256,
-                                 Asset.modality, Asset.storage_key)
+                                 Asset.modality, *_STORED)
                           .outerjoin(Asset, Asset.id == Item.asset_id)
                           .where(Item.job_id.in_(scope.job_ids), Item.status == st,
                                  Item.reason == reason if reason is not None
                                  else Item.reason.is_(None))
                           .order_by(Item.job_id, Item.ordinal).limit(REJECT_EXAMPLES)).all()
-        examples = [thumbs.tile(r.uri, r.sha256, r.modality, r.storage_key, r.text,
+        examples = [thumbs.tile(r.uri, r.sha256, r.modality, _stored(r), r.text,
                                 note=r.detail) for r in rows]
         out.append(Group(f"{st}: {reason or 'unknown'}", n, n / total if total else 0.0,
                          examples))
@@ -222,14 +236,14 @@ def _labels(db, scope: Scope, thumbs: _Thumbs) -> tuple[list[Group], str]:
     groups = []
     for name, label, n, mean in names:
         rows = db.execute(select(Item.uri, Item.text, Asset.sha256, Asset.modality,
-                                 Asset.storage_key, Label.probability, Label.gold)
+                                 *_STORED, Label.probability, Label.gold)
                           .join(Label, Label.item_id == Item.id)
                           .outerjoin(Asset, Asset.id == Item.asset_id)
                           .where(Item.job_id.in_(scope.job_ids),
                                  Item.status == ItemStatus.PUBLISHED, Label.label == label)
                           .order_by(Label.probability.desc(), Item.id)
                           .limit(LABEL_EXAMPLES)).all()
-        examples = [thumbs.tile(r.uri, r.sha256, r.modality, r.storage_key, r.text,
+        examples = [thumbs.tile(r.uri, r.sha256, r.modality, _stored(r), r.text,
                                 note=("gold" if r.gold else f"p={r.probability:.2f}"))
                     for r in rows]
         groups.append(Group(_label_name(name, label), n, n / total if total else 0.0, examples,
@@ -369,7 +383,7 @@ def _embedding_map(rt: Runtime, db, scope: Scope, thumbs: _Thumbs) -> tuple[str,
     if not counts:
         return "", None
     model, n_model = counts[0]
-    numbered = (select(Item.uri, Item.text, Asset.sha256, Asset.modality, Asset.storage_key,
+    numbered = (select(Item.uri, Item.text, Asset.sha256, Asset.modality, *_STORED,
                        Feature.embedding_key, Feature.embedding_row, label.name, label.label,
                        func.row_number().over(order_by=(Item.job_id, Item.ordinal))
                        .label("n"))
@@ -392,7 +406,7 @@ def _embedding_map(rt: Runtime, db, scope: Scope, thumbs: _Thumbs) -> tuple[str,
     points = []
     for i, (r, (x, y)) in enumerate(zip(rows, xy, strict=True)):
         group = _label_name(r.name, r.label)
-        tile = (thumbs.tile(r.uri, r.sha256, r.modality, r.storage_key, r.text)
+        tile = (thumbs.tile(r.uri, r.sha256, r.modality, _stored(r), r.text)
                 if i % step == 0 else None)
         caption = f"{r.sha256[:12]} · {group} · {r.uri[-60:]}"
         if tile is not None and tile.text and not tile.image:

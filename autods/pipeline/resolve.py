@@ -45,6 +45,7 @@ from autods.db.models import (
     utcnow,
 )
 from autods.db.session import session_scope
+from autods.db.upsert import update_rows
 from autods.pipeline.embed import load_vectors
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
@@ -255,11 +256,11 @@ def _record_verdicts(db, verdicts, asset_of: dict[int, int]) -> None:
         for v in verdicts
     ]
     if rows:
-        db.execute(update(Item), rows)
+        update_rows(db, Item, rows)
     kept = [{"id": asset_of[v.item_id], "kept_item_id": v.item_id}
             for v in verdicts if v.status == ItemStatus.PUBLISHED]
     if kept:
-        db.execute(update(Asset), kept)
+        update_rows(db, Asset, kept)
 
 
 def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> dict[int, str | None]:
@@ -298,7 +299,7 @@ def _split(db, dataset: Dataset, options: JobOptions, kept: list[int],
     else:
         splits = {i: by_key(sha_of[i][:24], fractions) for i in kept}
     if splits:
-        db.execute(update(Item), [{"id": i, "split": s} for i, s in splits.items()])
+        update_rows(db, Item, [{"id": i, "split": s} for i, s in splits.items()])
 
 
 def _plan_shards(db, job_id: int, shard_size: int, dataset: Dataset, batch_no: int,
@@ -326,4 +327,4 @@ def _plan_shards(db, job_id: int, shard_size: int, dataset: Dataset, batch_no: i
             db.add(Shard(dataset_id=dataset.id, job_id=job_id, batch_no=batch_no, name=name,
                          modality=modality, ext=ext, count=len(members)))
             assignments += [{"id": i, "shard_name": name} for i in members]
-    db.execute(update(Item), assignments)
+    update_rows(db, Item, assignments)

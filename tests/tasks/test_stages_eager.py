@@ -9,6 +9,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from autods.core.nearimage import CHECK_RADIUS, band_radius
+from autods.core.packs import StoredRef, read_one
 from autods.db.models import Asset, ChunkStage, Feature, Item, LfVote, PhashBand, Shard
 from autods.db.session import session_scope
 from autods.pipeline.plan import JobOptions, create_job
@@ -35,11 +36,16 @@ def test_ingest_chunk_stores_each_content_once_and_records_reasons(eager, tmp_pa
     assert items["zz_empty.png"].reason == "empty"
     assert items["img_00000_zcopy.jpg"].asset_id == items["img_00000.jpg"].asset_id
     with session_scope(eager.engine) as db:
-        shas = set(db.scalars(select(Asset.sha256)))
-    assert set(exp.unique) <= shas and len(shas) == 4  # 3 unique + the truncated JPEG
+        stored = {r.sha256: StoredRef(r.storage_key, r.pack_offset, r.nbytes)
+                  for r in db.execute(select(Asset.sha256, Asset.storage_key,
+                                             Asset.pack_offset, Asset.nbytes))}
+    assert set(exp.unique) <= set(stored) and len(stored) == 4  # 3 unique + the truncated JPEG
+    # The chunk's contents are in one pack, each once, read back by its range.
+    assert len({ref.key for ref in stored.values()}) == 1
+    assert eager.store().size(next(iter(stored.values())).key) == sum(
+        r.size for r in stored.values())
     for sha in exp.unique:
-        data = eager.store().get(f"raw/{sha[:2]}/{sha}.jpg")
-        assert hashlib.sha256(data).hexdigest() == sha
+        assert hashlib.sha256(read_one(eager.store(), stored[sha])).hexdigest() == sha
 
 
 def test_redelivered_chunk_is_skipped(eager, tmp_path):

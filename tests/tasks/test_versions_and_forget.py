@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 import autods
 from autods.core.labelstudio import GoldLabel
+from autods.core.packs import StoredRef, read_one
 from autods.core.records import JobState
-from autods.db.models import Asset, Job, Tombstone
+from autods.db.models import Asset, Dataset, Job, Tombstone
 from autods.db.session import session_scope
 from autods.pipeline.mapjobs import plan_forget
 from autods.pipeline.options import JobOptions
@@ -50,10 +51,14 @@ def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
     assert (v1.doc["job"], v2.doc["job"], v2.doc["parent"]) == (first, second, 1)
     assert v1.num_samples == 6 and v2.num_samples == 11
     assert set(v1.names) < set(v2.names)
+    store = runtime.store()
     pinned = {s.name: hashlib.sha256(ds.store.get(s.tar_key)).hexdigest() for s in v1.shards}
 
     doomed = ds.query("ordinal = 0", columns=["sha256"]).table.to_pylist()
     keys = [r["key"] for r in doomed]
+    forgotten_bytes = [ds.get(k)["jpg"] for k in keys]
+    assert all(any(blob in store.get(k) for k in store.list("packs"))
+               for blob in forgotten_bytes)
     assert len(keys) == 2  # the first input of each job
     kept_key = next(k for k in ds.query("ordinal = 1").table["key"].to_pylist())
     store_gold(runtime, "pets", [GoldLabel(k, "cat", "ann@example.org", datetime.now(UTC), 1)
@@ -80,7 +85,6 @@ def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
             for s in ds.version(1).shards} == pinned
     assert {k for k in ds.query("ordinal = 0", version=1).table["key"].to_pylist()} \
         == {keys[0]}
-    store = runtime.store()
     with session_scope(runtime.engine) as db:
         stones = db.execute(select(Tombstone.key, Tombstone.sha256)).all()
         assets = db.execute(select(Asset.sha256, Asset.storage_key).where(
@@ -89,7 +93,14 @@ def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
     assert sorted(k for k, _ in stones) == sorted(keys)
     assert {sha for _, sha in stones} == {r["sha256"] for r in doomed}
     assert [key for _, key in assets] == ["", ""]
-    assert not [k for k in store.list("") if any(r["sha256"] in k for r in doomed)]
+    # The forgotten bytes are in no stored object; every other asset still reads back.
+    with session_scope(runtime.engine) as db:
+        refs = {r.sha256: StoredRef(r.storage_key, r.pack_offset, r.nbytes) for r in db.execute(
+            select(Asset.sha256, Asset.storage_key, Asset.pack_offset, Asset.nbytes)
+            .where(Asset.storage_key != ""))}
+    assert len(refs) == 9 and all(hashlib.sha256(read_one(store, ref)).hexdigest() == sha
+                                  for sha, ref in refs.items())
+    assert not [k for k in store.list("") for blob in forgotten_bytes if blob in store.get(k)]
     assert kinds == {first: "build", second: "build", plan.job_id: "map"}
     # Gold labels of forgotten samples are gone; others stay.
     assert set(gold_labels(runtime, "pets")) == {kept_key}
@@ -101,9 +112,9 @@ def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
 
 def test_forgotten_content_is_refused_again_and_shared_objects_are_kept(
         runtime, memory_worker, tmp_path):
-    """Stored objects are content-addressed and shared by datasets: forgetting a sample in
-    one keeps the object another still uses; the same content sent again to the dataset
-    that forgot it is refused with a reason, and not stored again."""
+    """Packs are content-addressed and shared by datasets that stored the same chunk:
+    forgetting a sample in one keeps the bytes another still uses; the same content sent
+    again to the dataset that forgot it is refused with a reason, and not stored again."""
     image_folder(tmp_path / "a", n_unique=3, seed0=300)
     _build(runtime, tmp_path / "a", tmp_path / "pets")
     other = create_job(runtime, [str(tmp_path / "a")], "others",
@@ -115,8 +126,13 @@ def test_forgotten_content_is_refused_again_and_shared_objects_are_kept(
     row = ds.query("ordinal = 1", columns=["sha256"]).table.to_pylist()[0]
     plan = plan_forget(runtime, "pets", [row["key"]])
     assert _run(runtime, plan.job_id).status == JobState.SUCCEEDED
-    store = runtime.store()
-    assert [k for k in store.list("raw") if row["sha256"] in k], "the other dataset's copy"
+    # Both datasets stored the same chunks in the same packs: the other one still reads it.
+    with session_scope(runtime.engine) as db:
+        theirs = db.execute(select(Asset.storage_key, Asset.pack_offset, Asset.nbytes)
+                            .join(Dataset, Dataset.id == Asset.dataset_id)
+                            .where(Dataset.name == "others", Asset.sha256 == row["sha256"])).one()
+    data = read_one(runtime.store(), StoredRef(*theirs))
+    assert hashlib.sha256(data).hexdigest() == row["sha256"]
     assert row["key"] in set(autods.open_dataset(str(tmp_path / "others"))
                              .query("width > 0").table["key"].to_pylist())
 
