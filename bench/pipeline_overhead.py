@@ -76,7 +76,7 @@ def _write_group(job: tuple[str, str, list[tuple]]) -> int:
 
     out, name, members = job
     samples = []
-    for ordinal, uri, sha, (ext, phash, width, height, fmt, mode, nbytes) in members:
+    for ordinal, uri, sha, (ext, phash, width, height, fmt, mode, nbytes, _) in members:
         blob = _FETCHER.fetch(uri).data
         fields = {"sha256": sha, "uri": uri, "modality": "image", "source": None,
                   "license": None, "nbytes": nbytes, "width": width, "height": height,

@@ -435,7 +435,11 @@ class Fetcher:
                 raise Rejected(Reason.TOO_LARGE,
                                f"{info.st_size} > {self.settings.max_bytes} bytes")
             with path.open("rb") as f:
-                data = f.read(self.settings.max_bytes + 1)
+                # Read what stat saw (asking for ``max_bytes`` allocates that much first),
+                # and on, still bounded, if the file grew since.
+                data = f.read(info.st_size + 1)
+                if len(data) > info.st_size:
+                    data += f.read(self.settings.max_bytes + 1 - len(data))
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise Rejected(Reason.NOT_FOUND, f"no such file: {path}") from exc
         except PermissionError as exc:

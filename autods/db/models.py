@@ -212,15 +212,17 @@ class Feature(Base):
 
 class PhashBand(Base):
     """The near-duplicate band index: hashes within distance k share one (band, value).
+    Only the preprocess stage writes it, for assets it has just read: no foreign keys
+    (checking them cost as much as the insert).
     Bands ``0..`` are the pHash's; bands from ``CHECK_BAND_BASE`` on are the check hash's
     (``autods.core.nearimage.CHECK_RADIUS`` + 1 of them)."""
 
     __tablename__ = "phash_bands"
 
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     band_no: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), primary_key=True)
+    asset_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class MinhashBand(Base):
@@ -229,10 +231,10 @@ class MinhashBand(Base):
 
     __tablename__ = "minhash_bands"
 
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     band_no: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), primary_key=True)
+    asset_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class LfVote(Base):

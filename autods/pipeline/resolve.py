@@ -29,6 +29,7 @@ from autods.core.nearimage import band_rows
 from autods.core.records import ItemStatus, Modality
 from autods.core.splits import Stratified, by_key, parse_fractions
 from autods.core.textdedup import TextNearIndex, from_bytes
+from autods.db.inlist import one_of
 from autods.db.models import (
     Asset,
     Batch,
@@ -188,7 +189,7 @@ def _published_texts(db, dataset: Dataset, texts: list[Candidate]) -> dict[str, 
             select(Feature.text_sha256, Asset.kept_item_id)
             .join(Asset, Asset.id == Feature.asset_id)
             .where(Asset.dataset_id == dataset.id, Asset.kept_item_id.is_not(None),
-                   Feature.text_sha256.in_(wanted[start:start + 5000]))
+                   one_of(db, Feature.text_sha256, wanted[start:start + 5000]))
             .order_by(Asset.kept_item_id.desc())).all())
     return found
 
@@ -209,7 +210,7 @@ def _published_minhashes(db, dataset: Dataset, texts: list[Candidate], hasher):
                 .join(MinhashBand, MinhashBand.asset_id == Asset.id)
                 .join(Feature, Feature.asset_id == Asset.id)
                 .where(MinhashBand.dataset_id == dataset.id, MinhashBand.band_no == band_no,
-                       MinhashBand.value.in_(ordered[start:start + 5000]),
+                       one_of(db, MinhashBand.value, ordered[start:start + 5000]),
                        Asset.kept_item_id.is_not(None), Feature.minhash.is_not(None))
             ).all()
             for item_id, signature in rows:
@@ -239,7 +240,7 @@ def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
                 .join(PhashBand, PhashBand.asset_id == Asset.id)
                 .join(Feature, Feature.asset_id == Asset.id)
                 .where(PhashBand.dataset_id == dataset.id, PhashBand.band_no == band_no,
-                       PhashBand.value.in_(ordered[start:start + 5000]),
+                       one_of(db, PhashBand.value, ordered[start:start + 5000]),
                        Asset.kept_item_id.is_not(None))
             ).all()
             for item_id, phash, check, thumb in rows:
@@ -268,12 +269,12 @@ def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> dict[int, str | N
     returns each labelled item's label name (None: every LF abstained)."""
     spec = rt.label_spec(lfs)
     votes = dict(db.execute(select(LfVote.item_id, LfVote.votes)
-                            .where(LfVote.item_id.in_(kept))).all()) if kept else {}
+                            .where(one_of(db, LfVote.item_id, kept))).all()) if kept else {}
     ids = [i for i in kept if i in votes]
     matrix = np.array([votes[i] for i in ids], dtype=np.int64).reshape(len(ids), len(spec.lfs))
     labels, confidence = fit_predict(spec, matrix, rt.settings.label.epochs,
                                      rt.settings.label.seed)
-    db.execute(Label.__table__.delete().where(Label.item_id.in_(ids)))
+    db.execute(Label.__table__.delete().where(one_of(db, Label.item_id, ids)))
     rows = [{"item_id": i, "label": int(lab),
              "name": spec.labels[lab] if lab != ABSTAIN else None,
              "probability": float(conf), "model_version": spec.version, "gold": False}
@@ -313,7 +314,8 @@ def _plan_shards(db, job_id: int, shard_size: int, dataset: Dataset, batch_no: i
         return
     rows = db.execute(
         select(Item.id, Item.ordinal, Item.modality, Asset.ext)
-        .join(Asset, Asset.id == Item.asset_id).where(Item.id.in_(kept)).order_by(Item.ordinal)
+        .join(Asset, Asset.id == Item.asset_id).where(one_of(db, Item.id, kept))
+        .order_by(Item.ordinal)
     ).all()
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for r in rows:

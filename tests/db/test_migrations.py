@@ -81,3 +81,40 @@ def test_chunk_stage_columns_become_rows_and_come_back(url):
     assert [tuple(bool(v) for v in r[1:]) for r in back] == [
         (True, True, True, False), (True, False, False, False)]
     engine.dispose()
+
+
+def test_band_indexes_keep_their_rows_and_lose_their_foreign_keys(url):
+    cfg = _alembic(url)
+    command.upgrade(cfg, "0009")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO datasets (id, name, output_url, near_k, next_shard_no,"
+                             " created_at) VALUES (1, 'd', 'file:///o', 4, 0, :t)"), {"t": STAMP})
+        conn.execute(sa.text("INSERT INTO assets (id, dataset_id, sha256, modality, mime, ext,"
+                             " nbytes, storage_key, created_at) VALUES"
+                             " (7, 1, 'ab', 'image', 'image/png', 'png', 3, 'raw/ab.png', :t)"),
+                     {"t": STAMP})
+        for table in ("phash_bands", "minhash_bands"):
+            conn.execute(sa.text(f"INSERT INTO {table} VALUES (1, 0, 42, 7), (1, 3, -5, 7)"))
+    engine.dispose()
+
+    command.upgrade(cfg, "head")
+
+    engine = engine_for(url)  # the application's engine: foreign keys enforced on SQLite
+    with engine.begin() as conn:
+        for table in ("phash_bands", "minhash_bands"):
+            assert sorted(_rows(engine, f"SELECT * FROM {table}")) == [(1, 0, 42, 7),
+                                                                       (1, 3, -5, 7)]
+            assert not sa.inspect(conn).get_foreign_keys(table)
+            conn.execute(sa.text(f"INSERT INTO {table} VALUES (2, 1, 1, 99)"))  # no check
+        assert _rows(engine, "SELECT storage_key, pack_offset FROM assets") == [
+            ("raw/ab.png", None)]
+    engine.dispose()
+    engine_for.cache_clear()
+
+    command.downgrade(cfg, "0009")  # rows of no asset cannot come back under the keys
+
+    engine = sa.create_engine(url)
+    assert sorted(_rows(engine, "SELECT * FROM phash_bands")) == [(1, 0, 42, 7), (1, 3, -5, 7)]
+    assert len(sa.inspect(engine).get_foreign_keys("phash_bands")) == 2
+    engine.dispose()
