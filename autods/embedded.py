@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
-from autods.pipeline.stagetable import preloads_for_job, queues
+from autods.pipeline.stagetable import embedded_workers, queues
 
 if TYPE_CHECKING:
     from autods.pipeline.mapjobs import ForgetPlan
@@ -130,7 +130,6 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     settings = embedded_settings(out, base, workers)
     opts = JobOptions.from_settings(settings, **options)
-    settings.worker.preload = ",".join(preloads_for_job(opts))
 
     def start(rt, _worker) -> int:
         from autods.tasks.canvas import start_job
@@ -138,7 +137,7 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
         return start_job(rt, sources, dataset or out.resolve().name, opts,
                          output_url=out.resolve().as_uri(), resume=True)
 
-    return _run(settings, out, workers, start, progress)
+    return _run(settings, out, workers, start, progress, embedded_workers(opts))
 
 
 def forget_embedded(out: Path, keys: list[str], *, workers: int | None = None,
@@ -192,36 +191,64 @@ def relabel_embedded(out: Path, *, lfs: str | None = None,
     return _run(settings, out, workers, start, progress)
 
 
-def _run(settings: Settings, out: Path, workers: int, start, progress: bool
-         ) -> JobStatus | None:
-    """Start a local worker, send a job with ``start(runtime)``, watch it to the end."""
+def _run(settings: Settings, out: Path, workers: int, start, progress: bool,
+         groups: list[tuple[tuple[str, ...], list[str]]] | None = None) -> JobStatus | None:
+    """Start local workers, send a job with ``start(runtime)``, watch it to the end.
+
+    ``groups`` gives each worker's queues and preloads (``stagetable.embedded_workers``);
+    by default one worker consumes every queue and preloads ``settings.worker.preload``.
+    """
     _reset_broker(settings)
-    # The worker starts first, then this process imports the database layer and the app
-    # and plans the job while the worker imports and forks its pool: its start-up is the
+    # The workers start first, then this process imports the database layer and the app
+    # and plans the job while they import and fork their pools: their start-up is the
     # longest step before the first task can run.
-    with WorkerProcess(settings, workers, out / ".autods" / "worker.log") as worker:
-        from autods.db.session import upgrade
-        from autods.pipeline.runtime import Runtime, using
-        from autods.pipeline.status import job_status
-        from autods.progress import watch
-        from autods.tasks.app import app, configured
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(p) for p in _workers(settings, out, workers, groups)]
+        return _watch(settings, procs, start, progress)
 
-        rt = Runtime(settings)
-        upgrade(settings.database.url)  # its own database: the embedded run owns it
-        # This process sends the job on the embedded broker, then is left as it was found.
-        with using(rt), configured(app, settings):
-            job_id = start(rt, worker)
-        if job_id is None:
+
+def _workers(settings: Settings, out: Path, workers: int,
+             groups: list[tuple[tuple[str, ...], list[str]]] | None) -> list[WorkerProcess]:
+    if groups is None:
+        return [WorkerProcess(settings, workers, out / ".autods" / "worker.log")]
+    procs = []
+    for n, (consumed, preload) in enumerate(groups):
+        own = settings.model_copy(deep=True)
+        own.worker.preload = ",".join(preload) or "none"
+        log = out / ".autods" / ("worker.log" if n == 0 else f"worker-{n}.log")
+        procs.append(WorkerProcess(own, workers, log, consumed,
+                                   name=f"embedded-{os.getpid()}-{n}@%h"))
+    return procs
+
+
+def _watch(settings: Settings, procs: list[WorkerProcess], start, progress: bool
+           ) -> JobStatus | None:
+    """Send the job with ``start`` and watch it until it ends or a worker exits."""
+    from autods.db.session import upgrade
+    from autods.pipeline.runtime import Runtime, using
+    from autods.pipeline.status import job_status
+    from autods.progress import watch
+    from autods.tasks.app import app, configured
+
+    rt = Runtime(settings)
+    upgrade(settings.database.url)  # its own database: the embedded run owns it
+    # This process sends the job on the embedded broker, then is left as it was found.
+    with using(rt), configured(app, settings):
+        job_id = start(rt, procs[0])
+    if job_id is None:
+        for worker in procs:
             worker.stop(grace_s=0)
-            return None
+        return None
 
-        def poll() -> JobStatus:
+    def poll() -> JobStatus:
+        for worker in procs:
             if not worker.alive():
                 raise RuntimeError(f"embedded worker exited; see {worker.logfile}")
-            return job_status(rt, job_id)
+        return job_status(rt, job_id)
 
-        status = watch(poll, interval=0.1, show=progress)
-        # Nothing is left to run once the job is done, and its state is in the database:
-        # the worker is killed at once instead of waiting seconds for its warm shutdown.
+    status = watch(poll, interval=0.1, show=progress)
+    # Nothing is left to run once the job is done, and its state is in the database: the
+    # workers are killed at once instead of waiting seconds for their warm shutdown.
+    for worker in procs:
         worker.stop(grace_s=0 if status.done else 60)
-        return status
+    return status

@@ -179,26 +179,32 @@ def test_interrupted_build_resumes_to_the_same_shards(built, tmp_path, sig):
         except sqlite3.Error:
             pass
         time.sleep(0.05)
-    # Freeze the worker (its own process group) so the job cannot finish before the
-    # interrupt lands, however fast the machine. A signal is delivered before its target
-    # runs another instruction, so the worker can be thawed at once: the CLI, which has
-    # not seen the job finish, raises KeyboardInterrupt (or is dead) whatever the worker
-    # does next. Thawing also frees any database lock the CLI's next poll may wait on.
-    worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                text=True).stdout.split()[0])
-    os.killpg(worker, signal.SIGSTOP)
+    # Freeze the workers (each its own process group: a light one, and one for the
+    # stages that import torch and snorkel) so the job cannot finish before the interrupt
+    # lands, however fast the machine. A signal is delivered before its target runs
+    # another instruction, so the workers can be thawed at once: the CLI, which has not
+    # seen the job finish, raises KeyboardInterrupt (or is dead) whatever they do next.
+    # Thawing also frees any database lock the CLI's next poll may wait on.
+    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid)],
+                                                  capture_output=True, text=True).stdout.split()]
+    assert len(workers) == 2
+    for worker in workers:
+        os.killpg(worker, signal.SIGSTOP)
     try:
         assert proc.poll() is None and _job_state(db) in ("running", "locked")
-    except BaseException:  # never leave a frozen worker and a build polling it behind
-        os.killpg(worker, signal.SIGCONT)
+    except BaseException:  # never leave frozen workers and a build polling them behind
+        for worker in workers:
+            os.killpg(worker, signal.SIGCONT)
         proc.kill()
         raise
     proc.send_signal(sig)
-    os.killpg(worker, signal.SIGCONT)
+    for worker in workers:
+        os.killpg(worker, signal.SIGCONT)
     code = proc.wait(timeout=120)
     assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL)
-    while subprocess.run(["pgrep", "-g", str(worker)], capture_output=True).returncode == 0:
-        time.sleep(0.1)  # the worker's warm shutdown (after SIGKILL: its death signal)
+    for worker in workers:  # their warm shutdown (after SIGKILL: their death signal)
+        while subprocess.run(["pgrep", "-g", str(worker)], capture_output=True).returncode == 0:
+            time.sleep(0.1)
 
     _build(out)
 

@@ -103,11 +103,26 @@ def preloads_for_queues(names: Iterable[str]) -> list[str]:
                      stages() if BATCH_QUEUE in names else None)
 
 
-def preloads_for_job(options: JobOptions) -> list[str]:
-    """What one job's stages import: the embedded worker consumes every queue, and
-    preloading torch for a ``--no-embed`` build costs seconds for nothing."""
+def embedded_workers(options: JobOptions) -> list[tuple[tuple[str, ...], list[str]]]:
+    """The embedded run's workers for one job: (queues, preloads) of each.
+
+    The optional stages that import heavy modules (torch and open_clip for ``embed``,
+    snorkel for ``label``) get a worker of their own, with the batch steps when they need
+    those modules too; the other queues go to a light worker that consumes from the first
+    second, while the heavy one still imports. A job with no such stage has one worker.
+    """
     run = stages_for(options)
-    return _preloads(run, run)
+    heavy = [s for s in run if s.when is not None and s.preload]
+    if not heavy:
+        return [(queues(), _preloads(run, run))]
+    light = [s for s in run if s not in heavy]
+    batch_heavy = any(s.batch_preload for s in heavy)
+    workers = []
+    for group, batch in ((light, not batch_heavy), (heavy, batch_heavy)):
+        consumed = {s.queue for s in group} | ({BATCH_QUEUE} if batch else set())
+        workers.append((tuple(q for q in queues() if q in consumed),
+                        _preloads(group, run if batch else None)))
+    return workers
 
 
 def _preloads(chunk: Iterable[Stage], batch: Iterable[Stage] | None) -> list[str]:

@@ -7,7 +7,7 @@ from celery import Celery
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
-from autods.pipeline.stagetable import preloads_for_job
+from autods.pipeline.stagetable import embedded_workers, queues
 from autods.tasks.app import configure, preload_modules
 
 
@@ -32,8 +32,19 @@ def test_auto_preload_follows_the_queues_a_worker_consumes() -> None:
 
 
 def test_an_embedded_build_preloads_only_what_its_stages_use() -> None:
-    bare = preloads_for_job(JobOptions(embed=False, lfs=None))
-    assert bare == ["scipy.fftpack", "pyarrow.parquet", "pandas"]
-    full = preloads_for_job(JobOptions(embed=True, lfs="examples.sample_lfs"))
-    assert {"torch", "open_clip", "snorkel.labeling", "snorkel.labeling.model"} <= set(full)
-    assert len(full) == len(set(full))
+    bare = embedded_workers(JobOptions(embed=False, lfs=None))
+    assert bare == [(queues(), ["scipy.fftpack", "pyarrow.parquet", "pandas"])]
+    # torch, open_clip and snorkel load in a worker of their own, while a light one already
+    # ingests; the batch steps go with snorkel, which the label model's fit needs.
+    (light, light_preload), (heavy, heavy_preload) = embedded_workers(
+        JobOptions(embed=True, lfs="examples.sample_lfs"))
+    assert (light, light_preload) == (("ingest", "preprocess"), ["scipy.fftpack"])
+    assert heavy == ("gpu", "label", "shard")
+    assert {"torch", "open_clip", "snorkel.labeling", "snorkel.labeling.model",
+            "pyarrow.parquet"} <= set(heavy_preload)
+    assert len(heavy_preload) == len(set(heavy_preload))
+    # Without labelling functions the batch steps need nothing heavy: the light worker.
+    (light, light_preload), (heavy, heavy_preload) = embedded_workers(
+        JobOptions(embed=True, lfs=None))
+    assert light == ("ingest", "preprocess", "shard") and heavy == ("gpu",)
+    assert heavy_preload == ["torch", "open_clip"] and "torch" not in light_preload
