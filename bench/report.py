@@ -140,9 +140,10 @@ cached there between runs. Only a full run without `--only` writes this file by 
 `--quick` and `--only` runs write `<workdir>/benchmarks.md` unless `--out` says otherwise.
 
 The machine info gives the work dir's cost of creating one 21 KB file, measured before the
-first benchmark. autods stores every image as a file and img2dataset writes only shards, so
-this cost weighs on the end-to-end row; on virtual disks it varies widely (0.1 to 1 ms per
-file was seen on the machine below, from one folder and minute to the next).
+first benchmark. autods stores the raw contents of each chunk in one pack file (before,
+one file per image) and img2dataset writes only shards; on virtual disks this
+cost varies widely (0.1 to 1 ms per file was seen on the machine below, from one folder and
+minute to the next).
 
 ## Method
 

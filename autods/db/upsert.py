@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, text, update
+from sqlalchemy import JSON, Column, MetaData, Table, select, update
 from sqlalchemy.orm import Session
 
 #: Below this many rows the temporary table costs more than it saves.
@@ -36,17 +36,16 @@ def insert_ignore(session: Session, model: type, rows: Sequence[dict[str, Any]],
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only the two supported databases
         raise NotImplementedError(dialect)
-    # On the table, not the mapped class: Core executemany skips the ORM's bulk-insert
-    # bookkeeping, a third of the time of these inserts.
-    stmt = insert(model.__table__).on_conflict_do_nothing(index_elements=list(conflict))
+    table = model.__table__
     for columns, group in _by_columns(rows):
         if dialect == "postgresql" and len(group) >= COPY_MIN_ROWS:
-            table = model.__table__.name
-            names = _names(columns)
-            temp = _stage(session, model, columns, group)
-            session.execute(text(f"INSERT INTO {table} ({names}) SELECT {names} FROM {temp} "
-                                 f"ON CONFLICT ({_names(conflict)}) DO NOTHING"))
+            staged = _stage(session, table, columns, group)
+            session.execute(insert(table).from_select(columns, select(*staged.c))
+                            .on_conflict_do_nothing(index_elements=list(conflict)))
             continue
+        # On the table, not the mapped class: Core executemany skips the ORM's bulk-insert
+        # bookkeeping, a third of the time of these inserts.
+        stmt = insert(table).on_conflict_do_nothing(index_elements=list(conflict))
         for start in range(0, len(group), 2000):
             session.execute(stmt, group[start : start + 2000])
 
@@ -58,45 +57,43 @@ def update_rows(session: Session, model: type, rows: Sequence[dict[str, Any]]) -
     if session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
         session.execute(update(model), list(rows))
         return
-    table = model.__table__.name
-    (key,) = (c.name for c in model.__table__.primary_key.columns)
+    table = model.__table__
+    (key,) = table.primary_key.columns
     for columns, group in _by_columns(rows):
-        sets = ", ".join(f'"{c}" = s."{c}"' for c in columns if c != key)
-        temp = _stage(session, model, columns, group)
-        session.execute(text(f"UPDATE {table} SET {sets} FROM {temp} s "
-                             f'WHERE {table}."{key}" = s."{key}"'))
+        staged = _stage(session, table, columns, group)
+        session.execute(update(table).where(key == staged.c[key.name])
+                        .values({c: staged.c[c] for c in columns if c != key.name}))
 
 
-def _by_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, ...],
+def _by_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[list[str],
                                                                list[dict[str, Any]]]]:
     """Rows grouped by the columns they name (one statement binds the same columns for
     every row: a feature row with an error and no hash goes apart)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[tuple(sorted(row))].append(row)
-    return list(groups.items())
+    return [(list(columns), group) for columns, group in groups.items()]
 
 
-def _names(columns: Sequence[str]) -> str:
-    return ", ".join(f'"{c}"' for c in columns)
+def _stage(session: Session, table: Table, columns: Sequence[str],
+           rows: Sequence[dict[str, Any]]) -> Table:
+    """A temporary table of ``table``'s ``columns`` (their types, none of the constraints
+    or defaults) filled by ``COPY``; it is dropped when the transaction ends."""
+    from psycopg import sql
 
-
-def _stage(session: Session, model: type, columns: Sequence[str],
-           rows: Sequence[dict[str, Any]]) -> str:
-    """A temporary table of ``model``'s ``columns`` (their types, none of the constraints
-    or defaults) filled by ``COPY``; it lives until the transaction ends."""
-    table = model.__table__
-    name = f"_autods_stage_{next(_temp_names)}"
-    names = _names(columns)
-    session.execute(text(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS "
-                         f"SELECT {names} FROM {table.name} WITH NO DATA"))
+    staged = Table(f"_autods_stage_{next(_temp_names)}", MetaData(),
+                   *(Column(c, table.c[c].type) for c in columns),
+                   prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+    staged.create(session.connection())
     as_json = [isinstance(table.c[c].type, JSON) for c in columns]
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(staged.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
     cursor = session.connection().connection.driver_connection.cursor()
-    with cursor, cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
+    with cursor, cursor.copy(copy_sql) as copy:
         for row in rows:
             copy.write_row([_copy_value(row[c], j) for c, j in zip(columns, as_json,
                                                                     strict=True)])
-    return name
+    return staged
 
 
 def _copy_value(value: Any, as_json: bool) -> Any:

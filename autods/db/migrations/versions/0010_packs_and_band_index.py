@@ -19,6 +19,11 @@ branch_labels = None
 depends_on = None
 
 BANDS = ("phash_bands", "minhash_bands")
+COLUMNS = ("dataset_id", "band_no", "value", "asset_id")
+
+
+def _band_table(name: str) -> sa.TableClause:
+    return sa.table(name, *(sa.column(c) for c in COLUMNS))
 
 
 def upgrade() -> None:
@@ -27,7 +32,7 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for table in BANDS:
             for column in ("dataset_id", "asset_id"):
-                op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_{column}_fkey")
+                op.drop_constraint(f"{table}_{column}_fkey", table, type_="foreignkey")
         return
     for table in BANDS:  # SQLite: the same table without its (unnamed) foreign keys
         op.create_table(
@@ -37,16 +42,18 @@ def upgrade() -> None:
             sa.Column("value", sa.BigInteger(), primary_key=True),
             sa.Column("asset_id", sa.Integer(), primary_key=True),
         )
-        op.execute(f"INSERT INTO {table}_new SELECT dataset_id, band_no, value, asset_id "
-                   f"FROM {table}")
+        old = _band_table(table)
+        op.execute(_band_table(f"{table}_new").insert().from_select(COLUMNS, sa.select(*old.c)))
         op.drop_table(table)
         op.rename_table(f"{table}_new", table)
 
 
 def downgrade() -> None:
+    assets, datasets = sa.table("assets", sa.column("id")), sa.table("datasets", sa.column("id"))
     for table in BANDS:
-        op.execute(f"DELETE FROM {table} WHERE asset_id NOT IN (SELECT id FROM assets) "
-                   f"OR dataset_id NOT IN (SELECT id FROM datasets)")
+        bands = _band_table(table)
+        op.execute(bands.delete().where(~bands.c.asset_id.in_(sa.select(assets.c.id))
+                                        | ~bands.c.dataset_id.in_(sa.select(datasets.c.id))))
         with op.batch_alter_table(table) as batch:
             batch.create_foreign_key(f"{table}_dataset_id_fkey", "datasets",
                                      ["dataset_id"], ["id"])
