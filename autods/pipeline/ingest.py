@@ -89,11 +89,11 @@ def _ingest_one(rt: Runtime, item: _Input, forgotten: frozenset[str],
 def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     """Ingest the pending items of one chunk; a re-delivered chunk does only what is left."""
     with session_scope(rt.engine) as db:
-        inputs = [
-            _Input(i.id, i.modality, i.uri, i.text, i.caption, i.caption_uri, i.reason)
-            for i in db.scalars(select(Item).where(
-                in_chunk(Item, work), Item.status == ItemStatus.PENDING).order_by(Item.ordinal))
-        ]
+        inputs = [_Input(*row) for row in db.execute(
+            select(Item.id, Item.modality, Item.uri, Item.text, Item.caption, Item.caption_uri,
+                   Item.reason)
+            .where(in_chunk(Item, work), Item.status == ItemStatus.PENDING)
+            .order_by(Item.ordinal))]
         forgotten = frozenset(db.scalars(select(Tombstone.sha256).where(
             Tombstone.dataset_id == work.dataset_id, Tombstone.sha256.is_not(None))))
     store = rt.store()
