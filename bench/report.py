@@ -176,7 +176,9 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
 3. **e2e** — whole-process wall clock of `autods build urls.txt --no-embed --workers 2`
    against `img2dataset` (2 processes, 16 threads, `--resize_mode no --compute_hash sha256
    --output_format webdataset`) on the same URL list served over loopback, both with the
-   same shard size. Target: autods >= 1.0x img2dataset's images per second.
+   same shard size; a second row, from the same rounds, runs img2dataset with its default
+   resizing (256 px, border) and re-encoding. Target: autods >= 1.0x img2dataset's images
+   per second.
 4. **embed** — `ClipEmbedder.embed_images` on JPEG bytes (decode + preprocess + inference,
    as the embed stage runs it) against raw open_clip `encode_image` on tensors decoded and
    preprocessed beforehand, at the best of batch sizes 16, 32, 64; same model object
