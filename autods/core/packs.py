@@ -29,6 +29,12 @@ class StoredRef:
     offset: int | None
     size: int
 
+    @classmethod
+    def of(cls, row) -> StoredRef:
+        """The ref of a row that selected ``Asset.storage_key``, ``pack_offset`` and
+        ``nbytes``."""
+        return cls(row.storage_key, row.pack_offset, row.nbytes)
+
 
 def pack_key(digest: str) -> str:
     return f"packs/{digest[:2]}/{digest}.pack"
@@ -59,16 +65,14 @@ class PackWriter:
         self._file.close()
         self.path.unlink(missing_ok=True)
 
-    def add(self, sha256: str, data: bytes) -> int:
-        """Append ``data`` unless the same content was added; returns its offset."""
+    def add(self, sha256: str, data: bytes) -> None:
+        """Append ``data`` unless the same content was added (``publish`` says where)."""
         with self._lock:
             if sha256 in self._offsets:
-                return self._offsets[sha256][0]
-            offset = self._size
+                return
+            self._offsets[sha256] = (self._size, len(data))
             self._file.write(data)
             self._size += len(data)
-            self._offsets[sha256] = (offset, len(data))
-            return offset
 
     def publish(self, store: ObjectStore, drop: Iterable[str] = ()
                 ) -> tuple[str | None, dict[str, int]]:

@@ -38,8 +38,7 @@ def embed(rt: Runtime, work: ChunkWork) -> dict[str, int]:
         assets = [r for r in todo if r.modality == modality]
         if not assets:
             continue
-        blobs = list(iter_bytes(store, (StoredRef(r.storage_key, r.pack_offset, r.nbytes)
-                                        for r in assets)))
+        blobs = list(iter_bytes(store, map(StoredRef.of, assets)))
         if modality == Modality.IMAGE:
             embedder = rt.embedder
             matrix = embedder.embed_images(blobs)

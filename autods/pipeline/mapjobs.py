@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
@@ -211,17 +212,15 @@ def delete_forgotten(rt: Runtime, job_id: int) -> int:
             Asset.storage_key.in_({r.storage_key for r in rows}), Asset.id.not_in(ids))).all())
     store = rt.store()
     used_keys = {key for key, _ in used}
-    blanks: dict[str, list[tuple[int, int]]] = {}
+    for key in {r.storage_key for r in rows} - used_keys:
+        store.delete(key)
+    blanks: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for r in rows:
-        if r.storage_key not in used_keys:
-            blanks.setdefault(r.storage_key, [])
-        elif r.pack_offset is not None and (r.storage_key, r.pack_offset) not in used:
-            blanks.setdefault(r.storage_key, []).append((r.pack_offset, r.nbytes))
+        if r.storage_key in used_keys and r.pack_offset is not None \
+                and (r.storage_key, r.pack_offset) not in used:
+            blanks[r.storage_key].append((r.pack_offset, r.nbytes))
     for key, ranges in blanks.items():
-        if key not in used_keys:
-            store.delete(key)
-        elif ranges:
-            packs.blank(store, key, ranges)
+        packs.blank(store, key, ranges)
     # Recorded after the deletes: a finalize that dies between them deletes again. A text
     # sample's content and every caption live in the items' rows too: cleared as well.
     with session_scope(rt.engine) as db:

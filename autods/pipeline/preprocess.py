@@ -47,7 +47,7 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     # by a chunk with texts to hash.
     hasher = (rt.minhasher(options.minhash_threshold)
               if options.text_near and any(r.modality == Modality.TEXT for r in todo) else None)
-    blobs = iter_bytes(store, (StoredRef(r.storage_key, r.pack_offset, r.nbytes) for r in todo))
+    blobs = iter_bytes(store, map(StoredRef.of, todo))
     for (asset_id, modality, *_), data in zip(todo, blobs, strict=True):
         if modality == Modality.TEXT:
             row, band_values = _text_features(hasher, data.decode("utf-8"))
@@ -120,8 +120,7 @@ def _filter(db, work: ChunkWork, store) -> list[int]:
         if r.modality == Modality.IMAGE:
             failed = quality.check_image(spec, r.width or 0, r.height or 0, r.nbytes, r.caption)
         else:
-            ref = StoredRef(r.storage_key, r.pack_offset, r.nbytes)
-            length = len(read_one(store, ref).decode("utf-8")) if (
+            length = len(read_one(store, StoredRef.of(r)).decode("utf-8")) if (
                 spec.min_text_len is not None or spec.max_text_len is not None) else 0
             failed = quality.check_text(spec, length, r.nbytes,
                                         (r.language, r.language_score) if r.language else None)

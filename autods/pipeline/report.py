@@ -126,7 +126,7 @@ def _stored(row) -> StoredRef | None:
     content was forgotten)."""
     if not row.storage_key:
         return None
-    return StoredRef(row.storage_key, row.pack_offset, row.nbytes)
+    return StoredRef.of(row)
 
 
 def _funnel(db, scope: Scope) -> list[FunnelRow]:

@@ -88,8 +88,7 @@ def _records(db, job_id: int, shard_name: str) -> list[tuple[SampleRecord, Store
             rec.label, rec.label_name = r.label, r.label_name
             rec.confidence, rec.label_model = r.probability, r.model_version
             rec.label_source = "gold" if r.gold else "label_model"
-        out.append((rec, StoredRef(r.storage_key, r.pack_offset, r.nbytes), r.embedding_key,
-                    r.embedding_row))
+        out.append((rec, StoredRef.of(r), r.embedding_key, r.embedding_row))
     return out
 
 

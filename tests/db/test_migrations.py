@@ -45,13 +45,17 @@ def _rows(engine, query: str) -> list[tuple]:
         return [tuple(r) for r in conn.execute(sa.text(query))]
 
 
+def _dataset(conn) -> None:
+    conn.execute(sa.text("INSERT INTO datasets (id, name, output_url, near_k, next_shard_no,"
+                         " created_at) VALUES (1, 'd', 'file:///o', 4, 0, :t)"), {"t": STAMP})
+
+
 def test_chunk_stage_columns_become_rows_and_come_back(url):
     cfg = _alembic(url)
     command.upgrade(cfg, "0003")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO datasets (id, name, output_url, near_k, next_shard_no,"
-                             " created_at) VALUES (1, 'd', 'file:///o', 4, 0, :t)"), {"t": STAMP})
+        _dataset(conn)
         conn.execute(sa.text("INSERT INTO jobs (id, dataset_id, status, sources, params,"
                              " fingerprint, n_items, n_chunks, n_batches, created_at) VALUES"
                              " (1, 1, 'running', '[]', '{}', 'f', 4, 2, 1, :t)"), {"t": STAMP})
@@ -88,8 +92,7 @@ def test_band_indexes_keep_their_rows_and_lose_their_foreign_keys(url):
     command.upgrade(cfg, "0009")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO datasets (id, name, output_url, near_k, next_shard_no,"
-                             " created_at) VALUES (1, 'd', 'file:///o', 4, 0, :t)"), {"t": STAMP})
+        _dataset(conn)
         conn.execute(sa.text("INSERT INTO assets (id, dataset_id, sha256, modality, mime, ext,"
                              " nbytes, storage_key, created_at) VALUES"
                              " (7, 1, 'ab', 'image', 'image/png', 'png', 3, 'raw/ab.png', :t)"),

@@ -36,7 +36,7 @@ def test_ingest_chunk_stores_each_content_once_and_records_reasons(eager, tmp_pa
     assert items["zz_empty.png"].reason == "empty"
     assert items["img_00000_zcopy.jpg"].asset_id == items["img_00000.jpg"].asset_id
     with session_scope(eager.engine) as db:
-        stored = {r.sha256: StoredRef(r.storage_key, r.pack_offset, r.nbytes)
+        stored = {r.sha256: StoredRef.of(r)
                   for r in db.execute(select(Asset.sha256, Asset.storage_key,
                                              Asset.pack_offset, Asset.nbytes))}
     assert set(exp.unique) <= set(stored) and len(stored) == 4  # 3 unique + the truncated JPEG

@@ -95,7 +95,7 @@ def test_each_job_publishes_a_version_and_forget_rewrites_only_what_it_must(
     assert [key for _, key in assets] == ["", ""]
     # The forgotten bytes are in no stored object; every other asset still reads back.
     with session_scope(runtime.engine) as db:
-        refs = {r.sha256: StoredRef(r.storage_key, r.pack_offset, r.nbytes) for r in db.execute(
+        refs = {r.sha256: StoredRef.of(r) for r in db.execute(
             select(Asset.sha256, Asset.storage_key, Asset.pack_offset, Asset.nbytes)
             .where(Asset.storage_key != ""))}
     assert len(refs) == 9 and all(hashlib.sha256(read_one(store, ref)).hexdigest() == sha
