@@ -103,6 +103,11 @@ class ClipSettings(BaseModel):
     batch_size: int = 0  # 0: 64 on a GPU, 16 on CPU
     decode_threads: int = 2
     torch_threads: int = 0
+    # Batches inferred at once, each on its own thread of the worker process. With one
+    # torch thread each, a CPU worker uses every core while each batch's vectors stay the
+    # ones a lone batch gives (with several torch threads per batch, MiniLM's last bits
+    # depend on the batch's other texts).
+    parallel_batches: int = 1
 
     @property
     def random_weights(self) -> bool:

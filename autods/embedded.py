@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
-from autods.pipeline.stagetable import embedded_workers, queues
+from autods.pipeline.stagetable import embedded_workers, queues, stage
 
 if TYPE_CHECKING:
     from autods.pipeline.mapjobs import ForgetPlan
     from autods.pipeline.status import JobStatus
 
-def embedded_settings(out: Path, base: Settings | None = None, workers: int = 1) -> Settings:
+def embedded_settings(out: Path, base: Settings | None = None) -> Settings:
     """Settings that keep everything of the run inside ``out/.autods``."""
     state = (out / ".autods").resolve()
     settings = (base or Settings()).model_copy(deep=True)
@@ -38,9 +38,14 @@ def embedded_settings(out: Path, base: Settings | None = None, workers: int = 1)
     # The filesystem broker cannot lose a message the way Redis can, and an interrupted
     # build resumes by sending its open batches again: no stall watchdog here.
     settings.pipeline.stall_timeout_s = 0
-    if not settings.clip.torch_threads:
-        settings.clip.torch_threads = max(1, (os.cpu_count() or 1) // workers)
     return settings
+
+
+def _threads(settings: Settings, cores_each: int) -> Settings:
+    """``settings`` with torch's threads per process set, unless configured already."""
+    own = settings.model_copy(deep=True)
+    own.clip.torch_threads = settings.clip.torch_threads or max(1, cores_each)
+    return own
 
 
 class WorkerProcess:
@@ -128,7 +133,7 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
     """Build (or resume building) a dataset from ``sources`` into ``out``."""
     workers = workers or os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)
-    settings = embedded_settings(out, base, workers)
+    settings = embedded_settings(out, base)
     opts = JobOptions.from_settings(settings, **options)
 
     def start(rt, _worker) -> int:
@@ -146,7 +151,7 @@ def forget_embedded(out: Path, keys: list[str], *, workers: int | None = None,
     if not (out / ".autods" / "autods.sqlite").exists():
         raise FileNotFoundError(f"no autods build in {out}")
     workers = workers or os.cpu_count() or 1
-    settings = embedded_settings(out, None, workers)
+    settings = embedded_settings(out)
     settings.worker.preload = ""
     planned: list[ForgetPlan] = []
 
@@ -172,7 +177,7 @@ def relabel_embedded(out: Path, *, lfs: str | None = None,
     if not (out / ".autods" / "autods.sqlite").exists():
         raise FileNotFoundError(f"no autods build in {out}")
     workers = workers or os.cpu_count() or 1
-    settings = embedded_settings(out, None, workers)
+    settings = embedded_settings(out)
     settings.worker.preload = ""
 
     def start(rt, worker) -> int:
@@ -209,14 +214,22 @@ def _run(settings: Settings, out: Path, workers: int, start, progress: bool,
 
 def _workers(settings: Settings, out: Path, workers: int,
              groups: list[tuple[tuple[str, ...], list[str]]] | None) -> list[WorkerProcess]:
+    cores = os.cpu_count() or 1
     if groups is None:
-        return [WorkerProcess(settings, workers, out / ".autods" / "worker.log")]
+        return [WorkerProcess(_threads(settings, cores // workers), workers,
+                              out / ".autods" / "worker.log")]
     procs = []
     for n, (consumed, preload) in enumerate(groups):
-        own = settings.model_copy(deep=True)
+        own, concurrency = _threads(settings, cores // workers), workers
+        if stage("embed").queue in consumed and not settings.clip.device.startswith("cuda"):
+            # One model process inferring a batch per worker at once, each on one torch
+            # thread: a long job keeps every core busy as one process per core would, and
+            # a job of one chunk is not left on a single core.
+            own, concurrency = _threads(settings, 1), 1
+            own.clip.parallel_batches = min(workers, cores)
         own.worker.preload = ",".join(preload) or "none"
         log = out / ".autods" / ("worker.log" if n == 0 else f"worker-{n}.log")
-        procs.append(WorkerProcess(own, workers, log, consumed,
+        procs.append(WorkerProcess(own, concurrency, log, consumed,
                                    name=f"embedded-{os.getpid()}-{n}@%h"))
     return procs
 

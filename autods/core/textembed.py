@@ -8,7 +8,9 @@ touches the network: a model is a local directory or one already in the Hugging 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +49,16 @@ class SentenceEmbedder:
     same speed (within noise), so the default is encode's own 32.
     """
 
-    def __init__(self, model: str = "", device: str = "auto", batch_size: int = 32) -> None:
+    def __init__(self, model: str = "", device: str = "auto", batch_size: int = 32,
+                 parallel_batches: int = 1) -> None:
         SentenceTransformer, torch = _require_sentence_transformers()
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         self.batch_size = batch_size
+        self.parallel_batches = max(1, parallel_batches)
+        self._tokenizer_lock = threading.Lock()
+        self._torch = torch
         path = model or _default_model_path()
         self.model = SentenceTransformer(path, device=device, local_files_only=True)
         if not model:
@@ -63,9 +69,25 @@ class SentenceEmbedder:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings as float16, one row per text."""
-        if not texts:
-            return np.zeros((0, self.dim), np.float16)
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size,
-                                    normalize_embeddings=True, convert_to_numpy=True,
-                                    show_progress_bar=False)
-        return vectors.astype(np.float16)
+        out = np.zeros((len(texts), self.dim), np.float16)
+        # Batches of similar lengths (little padding), ``parallel_batches`` at once.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        with ThreadPoolExecutor(self.parallel_batches) as pool:
+            for rows, vectors in zip(batches, pool.map(
+                    lambda rows: self._encode([texts[i] for i in rows]), batches), strict=True):
+                out[rows] = vectors
+        return out
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """What ``SentenceTransformer.encode`` does for one batch, with the tokenizer under a
+        lock: a fast tokenizer refuses a call while another thread's is in flight ("Already
+        borrowed"); the model's forward pass has no such state."""
+        from sentence_transformers.util import batch_to_device
+
+        with self._tokenizer_lock:
+            features = batch_to_device(self.model.preprocess(texts), self.device)
+        with self._torch.inference_mode():
+            vectors = self.model(features)["sentence_embedding"]
+            vectors = self._torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.float().cpu().numpy()

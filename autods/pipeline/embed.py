@@ -5,6 +5,7 @@ image-caption floor, the one quality filter that needs the vectors."""
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sqlalchemy import select
@@ -34,24 +35,32 @@ def embed(rt: Runtime, work: ChunkWork) -> dict[str, int]:
 
     store = rt.store()
     updates: list[dict] = []
-    for modality in Modality:
-        assets = [r for r in todo if r.modality == modality]
-        if not assets:
-            continue
-        blobs = list(iter_bytes(store, map(StoredRef.of, assets)))
-        if modality == Modality.IMAGE:
-            embedder = rt.embedder
-            matrix = embedder.embed_images(blobs)
-        else:
-            embedder = rt.text_embedder
-            matrix = embedder.embed_texts([b.decode("utf-8") for b in blobs])
-        key = (f"embeddings/{work.dataset_id}/{work.job_id}/"
-               f"{work.chunk_no:06d}-{modality.value}.npy")
-        buf = io.BytesIO()
-        np.save(buf, matrix, allow_pickle=False)
-        store.put(key, buf.getvalue())
-        updates += [{"asset_id": a, "embedding_key": key, "embedding_row": row,
-                     "embedding_model": embedder.name} for row, (a, *_) in enumerate(assets)]
+    groups = {m: [r for r in todo if r.modality == m] for m in Modality}
+    # A worker's first texts wait for the sentence model's import (over a second): it runs
+    # on a thread while CLIP embeds the images, since torch's kernels leave the interpreter
+    # lock free for it. CLIP is built first: random weights are drawn from torch's global
+    # generator, which building the sentence model draws from too.
+    clip = rt.embedder if groups[Modality.IMAGE] else None
+    with ThreadPoolExecutor(1) as loader:
+        text_model = loader.submit(lambda: rt.text_embedder) if groups[Modality.TEXT] else None
+        for modality, assets in groups.items():
+            if not assets:
+                continue
+            blobs = list(iter_bytes(store, map(StoredRef.of, assets)))
+            if modality == Modality.IMAGE:
+                embedder = clip
+                matrix = embedder.embed_images(blobs)
+            else:
+                embedder = text_model.result()
+                matrix = embedder.embed_texts([b.decode("utf-8") for b in blobs])
+            key = (f"embeddings/{work.dataset_id}/{work.job_id}/"
+                   f"{work.chunk_no:06d}-{modality.value}.npy")
+            buf = io.BytesIO()
+            np.save(buf, matrix, allow_pickle=False)
+            store.put(key, buf.getvalue())
+            updates += [{"asset_id": a, "embedding_key": key, "embedding_row": row,
+                         "embedding_model": embedder.name}
+                        for row, (a, *_) in enumerate(assets)]
 
     with session_scope(rt.engine) as db:
         insert_ignore(db, Feature, [{"asset_id": u["asset_id"]} for u in updates],

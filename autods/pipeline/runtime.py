@@ -61,14 +61,15 @@ class Runtime:
 
         clip = self.settings.clip
         return ClipEmbedder(clip.model, clip.pretrained, clip.device, clip.batch_size,
-                            clip.decode_threads, clip.torch_threads)
+                            clip.decode_threads, clip.torch_threads, clip.parallel_batches)
 
     @cached_property
     def text_embedder(self):
         from autods.core.textembed import SentenceEmbedder
 
         clip = self.settings.clip
-        return SentenceEmbedder(clip.text_model, device=clip.device)
+        return SentenceEmbedder(clip.text_model, device=clip.device,
+                                parallel_batches=clip.parallel_batches)
 
     def minhasher(self, threshold: float):
         """One MinHash hasher per threshold (its permutations are drawn once)."""

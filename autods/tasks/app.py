@@ -36,7 +36,9 @@ def configure(app: Celery, settings: Settings) -> Celery:
         transport_options.update(_filesystem_options(broker.result_backend))
     app.conf.update(
         broker_url=broker.url,
-        result_backend=broker.result_backend,
+        result_backend=(f"autods.tasks.fsbroker:ResultBackend+{broker.result_backend}"
+                        if embedded and broker.result_backend.startswith("file:")
+                        else broker.result_backend),
         result_expires=broker.result_expires_s,
         broker_transport_options=transport_options,
         result_backend_transport_options=(
@@ -121,7 +123,7 @@ def _filesystem_options(result_backend: str) -> dict:
     for sub in ("queue", "processed", "control"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     return {
-        "polling_interval": 0.05,
+        "polling_interval": 0.02,
         "data_folder_in": str(root / "queue"),
         "data_folder_out": str(root / "queue"),
         "processed_folder": str(root / "processed"),

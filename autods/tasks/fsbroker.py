@@ -1,4 +1,5 @@
-"""The embedded broker: kombu's filesystem transport with atomic message files.
+"""The embedded broker and result store: kombu's filesystem transport with atomic message
+files, and Celery's file result backend with a prompt first chord check.
 
 kombu creates a message file and then writes it, so a consumer listing the folder in
 between can take an empty file and fail to decode it. Here the message is written under a
@@ -12,6 +13,7 @@ import os
 import uuid
 from time import monotonic
 
+from celery.backends.filesystem import FilesystemBackend
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
@@ -33,3 +35,14 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+class ResultBackend(FilesystemBackend):
+    """Files have no atomic counter, so a chord is joined by ``celery.chord_unlock`` polling
+    its header. ``chord.run`` sends the first poll a fixed second late, which on one machine
+    is most of a batch's shard step; it is sent after the configured retry interval."""
+
+    def fallback_chord_unlock(self, header_result, body, countdown=1, **kwargs) -> None:
+        super().fallback_chord_unlock(header_result, body,
+                                      countdown=self.app.conf.result_chord_retry_interval,
+                                      **kwargs)

@@ -99,3 +99,13 @@ def test_weights_check_refuses_in_one_line_before_any_work(tmp_path, monkeypatch
     for needed in ("AUTODS_CLIP_PRETRAINED", "checkpoint path", "--no-embed",
                    "laion2b_s34b_b79k", "huggingface.co"):
         assert needed in message
+
+
+def test_batches_inferred_in_parallel_give_the_same_bytes():
+    """A CPU worker infers several batches at once, each on one torch thread: the vectors
+    are those of one batch after another, bit for bit, in input order."""
+    blobs = [_png("RGB", (i * 9 % 256, i * 31 % 256, 200)) for i in range(11)]
+    serial = ClipEmbedder("autods-tiny-vit", device="cpu", batch_size=3)
+    parallel = ClipEmbedder("autods-tiny-vit", device="cpu", batch_size=3, parallel_batches=3)
+    assert parallel.embed_images(blobs).tobytes() == serial.embed_images(blobs).tobytes()
+    assert parallel.embed_images([]).shape == (0, 64)

@@ -54,3 +54,16 @@ def test_batching_does_not_change_results(embedder):
              enumerate(["rivers", "cooking", "chess", "trains", "music", "rain", "bees"])]
     one_by_one = np.concatenate([embedder.embed_texts([t]) for t in texts])
     assert np.allclose(embedder.embed_texts(texts), one_by_one, atol=2e-3)
+
+
+def test_parallel_batches_give_the_bytes_of_the_models_own_encode(embedder):
+    """Batches run on threads (the tokenizer under a lock) and come back in input order,
+    each vector what ``SentenceTransformer.encode`` gives for the same batch."""
+    texts = [f"sentence {i}: " + "word " * (i % 7) for i in range(23)]
+    parallel = SentenceEmbedder(device="cpu", batch_size=4, parallel_batches=3)
+    ours = parallel.embed_texts(texts)
+    assert ours.tobytes() == embedder.embed_texts(texts).tobytes()
+    # encode's own batching: by decreasing length, batch_size at a time.
+    reference = embedder.model.encode(texts, batch_size=4, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+    assert ours.tobytes() == reference.astype(np.float16).tobytes()

@@ -48,3 +48,41 @@ def test_an_embedded_build_preloads_only_what_its_stages_use() -> None:
         JobOptions(embed=True, lfs=None))
     assert light == ("ingest", "preprocess", "shard") and heavy == ("gpu",)
     assert heavy_preload == ["torch", "open_clip"] and "torch" not in light_preload
+
+
+def test_an_embedded_chord_is_first_checked_after_the_retry_interval(tmp_path, monkeypatch):
+    """Files have no counter to join a chord: ``chord_unlock`` polls. Its first poll goes out
+    after the configured interval, not the second ``chord.run`` fixes."""
+    from autods.embedded import embedded_settings
+    from autods.tasks.fsbroker import ResultBackend
+
+    app = configure(Celery("t"), embedded_settings(tmp_path))
+    assert isinstance(app.backend, ResultBackend)
+    sent: list[dict] = []
+    unlock = app.tasks["celery.chord_unlock"]
+    monkeypatch.setattr(unlock, "apply_async", lambda *args, **options: sent.append(options))
+    app.backend.apply_chord(("g", [app.AsyncResult("a")]), app.signature("autods.publish.commit"),
+                            countdown=1)
+    assert [s["countdown"] for s in sent] == [app.conf.result_chord_retry_interval] == [0.1]
+    assert sent[0]["queue"] == "shard"
+
+
+def test_the_embedded_model_worker_infers_a_batch_per_core_in_one_process(tmp_path):
+    """One process holds the model; its batches run on threads of one torch thread each, so
+    a chunk alone uses every core and vectors do not depend on what runs beside them."""
+    import os
+
+    from autods.embedded import _workers, embedded_settings
+
+    settings = embedded_settings(tmp_path)
+    light, heavy = _workers(settings, tmp_path, 2, embedded_workers(JobOptions(embed=True,
+                                                                               lfs=None)))
+    cores = os.cpu_count() or 1
+    assert (light.queues, light.concurrency) == (("ingest", "preprocess", "shard"), 2)
+    assert light.settings.clip.torch_threads == max(1, cores // 2)
+    assert (heavy.queues, heavy.concurrency) == (("gpu",), 1)
+    assert heavy.settings.clip.torch_threads == 1
+    assert heavy.settings.clip.parallel_batches == min(2, cores)
+    settings.clip.torch_threads = 3  # what the user sets is kept
+    _, heavy = _workers(settings, tmp_path, 2, embedded_workers(JobOptions(embed=True)))
+    assert heavy.settings.clip.torch_threads == 3
