@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
-from autods.pipeline.stagetable import embedded_workers, queues, stage
+from autods.pipeline.stagetable import EmbeddedWorker, embedded_workers, queues
 
 if TYPE_CHECKING:
     from autods.pipeline.mapjobs import ForgetPlan
@@ -197,7 +197,7 @@ def relabel_embedded(out: Path, *, lfs: str | None = None,
 
 
 def _run(settings: Settings, out: Path, workers: int, start, progress: bool,
-         groups: list[tuple[tuple[str, ...], list[str]]] | None = None) -> JobStatus | None:
+         groups: list[EmbeddedWorker] | None = None) -> JobStatus | None:
     """Start local workers, send a job with ``start(runtime)``, watch it to the end.
 
     ``groups`` gives each worker's queues and preloads (``stagetable.embedded_workers``);
@@ -213,15 +213,15 @@ def _run(settings: Settings, out: Path, workers: int, start, progress: bool,
 
 
 def _workers(settings: Settings, out: Path, workers: int,
-             groups: list[tuple[tuple[str, ...], list[str]]] | None) -> list[WorkerProcess]:
+             groups: list[EmbeddedWorker] | None) -> list[WorkerProcess]:
     cores = os.cpu_count() or 1
     if groups is None:
         return [WorkerProcess(_threads(settings, cores // workers), workers,
                               out / ".autods" / "worker.log")]
     procs = []
-    for n, (consumed, preload) in enumerate(groups):
+    for n, (consumed, preload, model) in enumerate(groups):
         own, concurrency = _threads(settings, cores // workers), workers
-        if stage("embed").queue in consumed and not settings.clip.device.startswith("cuda"):
+        if model and not settings.clip.device.startswith("cuda"):
             # One model process inferring a batch per worker at once, each on one torch
             # thread: a long job keeps every core busy as one process per core would, and
             # a job of one chunk is not left on a single core.

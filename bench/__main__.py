@@ -18,6 +18,7 @@ MODULES = {
     "phash": "bench.phash",
     "celery": "bench.pipeline_overhead",
     "e2e": "bench.e2e",
+    "firstrun": "bench.firstrun",
     "embed": "bench.embed",
     "scale": "bench.scale",
     "shard": "bench.shard",

@@ -14,9 +14,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 # Names of the benchmarks, in the order they run and appear in the table.
-BENCHMARKS = ("phash", "celery", "e2e", "embed", "scale", "shard", "dataset", "neardup",
-              "textdedup", "semantic", "labelling", "report",
-              "planning")
+BENCHMARKS = ("phash", "celery", "e2e", "firstrun", "embed", "scale", "shard", "dataset",
+              "neardup", "textdedup", "semantic", "labelling", "report", "planning")
 
 
 @dataclass

@@ -177,14 +177,18 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    against `img2dataset` (2 processes, 16 threads, `--resize_mode no --compute_hash sha256
    --output_format webdataset`) on the same URL list served over loopback, both with the
    same shard size; a second row, from the same rounds, runs img2dataset with its default
-   resizing (256 px, border) and re-encoding. Target: autods >= 1.0x img2dataset's images
-   per second.
-4. **embed** — `ClipEmbedder.embed_images` on JPEG bytes (decode + preprocess + inference,
+   resizing (256 px, border) and re-encoding. Target: autods >= 1.5x img2dataset's images
+   per second, against both.
+4. **firstrun** — whole-process wall clock of `autods build` on the bundled sample as
+   `make sample` runs it (random ViT-B-32 weights, the sample's LFs, every core), after one
+   untimed build: the first ingest chunk's end (when the progress bars first move) and the
+   process's exit. Targets: at most 3 s and 10 s.
+5. **embed** — `ClipEmbedder.embed_images` on JPEG bytes (decode + preprocess + inference,
    as the embed stage runs it) against raw open_clip `encode_image` on tensors decoded and
    preprocessed beforehand, at the best of batch sizes 16, 32, 64; same model object
    (ViT-B-32, randomly initialised; `autods-tiny-vit` in `--quick`), same device. Target
    >= 0.85x. The GPU row runs only where CUDA is available.
-5. **scale** (full run only) — jobs of 10k and 100k 64x64 JPEGs through the distributed
+6. **scale** (full run only) — jobs of 10k and 100k 64x64 JPEGs through the distributed
    pipeline: peak RSS (VmHWM) of the worker's main process, of each pool child and of the
    submitting process, the largest chord header (chunks per batch) and throughput; and the
    near-duplicate lookup per item with 10k vs 1M stored hashes, both in memory
@@ -193,17 +197,17 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    the items, chord header unchanged, lookup growth sub-linear: < 100x for 100x the hashes,
    and < 10x over the last decade (100k → 1M) alone, where fixed per-call costs no longer
    hide the growth.
-6. **shard** — `autods.core.shard.write_shard` into a local store (validation, tar,
+7. **shard** — `autods.core.shard.write_shard` into a local store (validation, tar,
    sha256, `manifest.json` and `manifest.parquet`) against writing the same members in the
    same order with plain `tarfile`. Target >= 0.8x (MiB/s and samples/s).
-7. **dataset** — 1,000,000 manifest rows in 1,000 shards published as a version:
+8. **dataset** — 1,000,000 manifest rows in 1,000 shards published as a version:
    `open_dataset(...).query(...)` against DuckDB reading every `manifest.parquet` with the
    same predicate and columns, for a selective predicate (a label present in 1 % of the
    shards; target >= 20x) and one every row matches (target >= 0.834x, i.e. no slower than
    1.2x the scan); `get` by key over random keys (target: p95 under 50 ms); and
    `materialize` of 10 % of a 100-shard dataset against copying the same byte ranges with
    `os.pread` into one file (target >= 0.8x).
-8. **neardup** — image near-duplicate quality and speed on a labelled set of real images
+9. **neardup** — image near-duplicate quality and speed on a labelled set of real images
    that ship on the machine (`bench/neardata.py`: Debian icon themes, documentation figures,
    plots; each picture once, with resized, recompressed, re-saved copies planted after it,
    transparent ones flattened on white, and on black where their content shows there),
@@ -212,16 +216,16 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    its two hashes alone and pHash <= 4 alone, on draft and on full-size decodes. Targets:
    recall >= 0.95, wrong drops <= 1 %; `image_features` (pHash, check and region print)
    >= 0.8x the raw pHash loop of **phash**.
-9. **textdedup** — text near-duplicate quality and speed on paragraphs of the Python
+10. **textdedup** — text near-duplicate quality and speed on paragraphs of the Python
    documentation (`bench/textdata.py`), made distinct, with copies planted (case,
    punctuation, a word added or dropped, whitespace, all at once): recall >= 0.95 and false
    drops <= 1 %; `TextMinHasher.signature` + `TextNearIndex` against the plain datasketch
    loop (`MinHash` + `update` per shingle + `MinHashLSH`), target >= 0.8x.
-10. **semantic** — `SemanticIndex.nearest` (usearch HNSW, cosine, f16) per query at 10k
+11. **semantic** — `SemanticIndex.nearest` (usearch HNSW, cosine, f16) per query at 10k
    and 1M stored 384-dim vectors, target growth < 10x for 100x the vectors; and
    `SentenceEmbedder.embed_texts` against raw `SentenceTransformer.encode` on the same
    model and texts, target >= 0.9x.
-11. **labelling** — the labelling loop on a real labelled corpus (`bench/reviews.py`: Pang &
+12. **labelling** — the labelling loop on a real labelled corpus (`bench/reviews.py`: Pang &
    Lee's 4,000 movie-review snippets) with the ten keyword LFs of `examples/reviews_lfs.py`:
    the build's labels (a LabelModel per batch; Snorkel's majority vote as a reference)
    against relabel with the 200 samples of highest label entropy answered from the

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from autods.pipeline.options import JobOptions
 
@@ -103,8 +103,17 @@ def preloads_for_queues(names: Iterable[str]) -> list[str]:
                      stages() if BATCH_QUEUE in names else None)
 
 
-def embedded_workers(options: JobOptions) -> list[tuple[tuple[str, ...], list[str]]]:
-    """The embedded run's workers for one job: (queues, preloads) of each.
+class EmbeddedWorker(NamedTuple):
+    """One worker of an embedded run: its queues, what it preloads, and whether it runs
+    the job's model stage (``embed``)."""
+
+    queues: tuple[str, ...]
+    preload: list[str]
+    model: bool = False
+
+
+def embedded_workers(options: JobOptions) -> list[EmbeddedWorker]:
+    """The embedded run's workers for one job.
 
     The optional stages that import heavy modules (torch and open_clip for ``embed``,
     snorkel for ``label``) get a worker of their own, with the batch steps when they need
@@ -114,14 +123,15 @@ def embedded_workers(options: JobOptions) -> list[tuple[tuple[str, ...], list[st
     run = stages_for(options)
     heavy = [s for s in run if s.when is not None and s.preload]
     if not heavy:
-        return [(queues(), _preloads(run, run))]
+        return [EmbeddedWorker(queues(), _preloads(run, run))]
     light = [s for s in run if s not in heavy]
     batch_heavy = any(s.batch_preload for s in heavy)
     workers = []
     for group, batch in ((light, not batch_heavy), (heavy, batch_heavy)):
         consumed = {s.queue for s in group} | ({BATCH_QUEUE} if batch else set())
-        workers.append((tuple(q for q in queues() if q in consumed),
-                        _preloads(group, run if batch else None)))
+        workers.append(EmbeddedWorker(tuple(q for q in queues() if q in consumed),
+                                      _preloads(group, run if batch else None),
+                                      any(s.name == "embed" for s in group)))
     return workers
 
 

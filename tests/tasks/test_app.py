@@ -33,21 +33,23 @@ def test_auto_preload_follows_the_queues_a_worker_consumes() -> None:
 
 def test_an_embedded_build_preloads_only_what_its_stages_use() -> None:
     bare = embedded_workers(JobOptions(embed=False, lfs=None))
-    assert bare == [(queues(), ["scipy.fftpack", "pyarrow.parquet", "pandas"])]
+    # One worker consumes every queue (``gpu`` too) but runs no model.
+    assert bare == [(queues(), ["scipy.fftpack", "pyarrow.parquet", "pandas"], False)]
     # torch, open_clip and snorkel load in a worker of their own, while a light one already
     # ingests; the batch steps go with snorkel, which the label model's fit needs.
-    (light, light_preload), (heavy, heavy_preload) = embedded_workers(
-        JobOptions(embed=True, lfs="examples.sample_lfs"))
-    assert (light, light_preload) == (("ingest", "preprocess"), ["scipy.fftpack"])
-    assert heavy == ("gpu", "label", "shard")
+    light, heavy = embedded_workers(JobOptions(embed=True, lfs="examples.sample_lfs"))
+    assert light == (("ingest", "preprocess"), ["scipy.fftpack"], False)
+    assert heavy.queues == ("gpu", "label", "shard") and heavy.model
     assert {"torch", "open_clip", "snorkel.labeling", "snorkel.labeling.model",
-            "pyarrow.parquet"} <= set(heavy_preload)
-    assert len(heavy_preload) == len(set(heavy_preload))
+            "pyarrow.parquet"} <= set(heavy.preload)
+    assert len(heavy.preload) == len(set(heavy.preload))
     # Without labelling functions the batch steps need nothing heavy: the light worker.
-    (light, light_preload), (heavy, heavy_preload) = embedded_workers(
-        JobOptions(embed=True, lfs=None))
-    assert light == ("ingest", "preprocess", "shard") and heavy == ("gpu",)
-    assert heavy_preload == ["torch", "open_clip"] and "torch" not in light_preload
+    light, heavy = embedded_workers(JobOptions(embed=True, lfs=None))
+    assert light.queues == ("ingest", "preprocess", "shard") and heavy.queues == ("gpu",)
+    assert heavy.preload == ["torch", "open_clip"] and "torch" not in light.preload
+    # Labels without embeddings: snorkel's worker runs no model.
+    assert [w.model for w in embedded_workers(JobOptions(embed=False, lfs="x"))] == [False,
+                                                                                      False]
 
 
 def test_an_embedded_chord_is_first_checked_after_the_retry_interval(tmp_path, monkeypatch):
@@ -86,3 +88,7 @@ def test_the_embedded_model_worker_infers_a_batch_per_core_in_one_process(tmp_pa
     settings.clip.torch_threads = 3  # what the user sets is kept
     _, heavy = _workers(settings, tmp_path, 2, embedded_workers(JobOptions(embed=True)))
     assert heavy.settings.clip.torch_threads == 3
+    # A job without embeddings keeps one process per core, though its worker consumes gpu.
+    settings.clip.torch_threads = 0
+    [bare] = _workers(settings, tmp_path, 2, embedded_workers(JobOptions(embed=False)))
+    assert "gpu" in bare.queues and bare.concurrency == 2
