@@ -220,13 +220,14 @@ def _workers(settings: Settings, out: Path, workers: int,
                               out / ".autods" / "worker.log")]
     procs = []
     for n, (consumed, preload, model) in enumerate(groups):
-        own, concurrency = _threads(settings, cores // workers), workers
         if model and not settings.clip.device.startswith("cuda"):
             # One model process inferring a batch per worker at once, each on one torch
             # thread: a long job keeps every core busy as one process per core would, and
             # a job of one chunk is not left on a single core.
             own, concurrency = _threads(settings, 1), 1
             own.clip.parallel_batches = min(workers, cores)
+        else:
+            own, concurrency = _threads(settings, cores // workers), workers
         own.worker.preload = ",".join(preload) or "none"
         log = out / ".autods" / ("worker.log" if n == 0 else f"worker-{n}.log")
         procs.append(WorkerProcess(own, concurrency, log, consumed,

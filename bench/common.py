@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import statistics
 import sys
 import time
@@ -41,6 +43,18 @@ def autods_command() -> list[str]:
     the module (a source tree without the script)."""
     exe = Path(sys.executable).parent / "autods"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "autods.cli"]
+
+
+_LOG_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): ")
+
+
+def worker_log_time(line: str) -> float | None:
+    """The epoch seconds of a Celery worker log line (its stamp is local time), or None for
+    a line without a stamp."""
+    m = _LOG_STAMP.match(line)
+    if not m:
+        return None
+    return datetime.datetime.fromisoformat(m.group(1)).timestamp() + int(m.group(2)) / 1000
 
 
 def log(message: str) -> None:

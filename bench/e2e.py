@@ -7,10 +7,8 @@ img2dataset lives in its own virtualenv so its pins cannot disturb autods' envir
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -27,6 +25,7 @@ from bench.common import (
     median,
     not_run,
     target_row,
+    worker_log_time,
 )
 from bench.services import StaticServer
 
@@ -90,9 +89,6 @@ def _failure(out: Path) -> str:
     return "exit status non-zero (see autods.log)"
 
 
-_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): ")
-
-
 def _pipeline_seconds(out: Path) -> float | None:
     """From the embedded worker logging ``ready.`` to the job's final task succeeding."""
     ready = done = None
@@ -100,10 +96,9 @@ def _pipeline_seconds(out: Path) -> float | None:
     if not log_path.exists():
         return None
     for line in log_path.read_text(errors="replace").splitlines():
-        m = _STAMP.match(line)
-        if not m:
+        t = worker_log_time(line)
+        if t is None:
             continue
-        t = datetime.datetime.fromisoformat(m.group(1)).timestamp() + int(m.group(2)) / 1000
         if ready is None and line.rstrip().endswith("ready."):
             ready = t
         elif "Task autods.job.finalize[" in line and " succeeded in " in line:

@@ -9,33 +9,25 @@ builds into a new folder, so nothing is resumed.
 
 from __future__ import annotations
 
-import datetime
 import os
-import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from bench.common import Context, Row, autods_command, log, median
+from bench.common import Context, Row, autods_command, log, median, worker_log_time
 
 GROUP = "firstrun"
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample"
 FIRST_TARGET_S, WHOLE_TARGET_S = 3.0, 10.0
-_STAMP = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): ")
-
-
 def _first_ingest(out: Path) -> float | None:
     """When (epoch seconds) the first ``autods.ingest.chunk`` succeeded, from the workers'
-    logs (their stamps are UTC)."""
-    stamps = []
-    for log_path in (out / ".autods").glob("worker*.log"):
-        for line in log_path.read_text(errors="replace").splitlines():
-            m = _STAMP.match(line)
-            if m and "autods.ingest.chunk[" in line and " succeeded in " in line:
-                when = datetime.datetime.fromisoformat(m.group(1)).replace(
-                    tzinfo=datetime.UTC)
-                stamps.append(when.timestamp() + int(m.group(2)) / 1000)
+    logs."""
+    stamps = [worker_log_time(line)
+              for log_path in (out / ".autods").glob("worker*.log")
+              for line in log_path.read_text(errors="replace").splitlines()
+              if "autods.ingest.chunk[" in line and " succeeded in " in line]
+    stamps = [t for t in stamps if t is not None]
     return min(stamps) if stamps else None
 
 
