@@ -99,9 +99,15 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     store = rt.store()
     staging = store.root / "packs" if isinstance(store, LocalStore) else None
     with PackWriter(staging) as pack:
-        with ThreadPoolExecutor(_threads(rt, inputs)) as pool:
-            outcomes = list(pool.map(lambda item: _ingest_one(rt, item, forgotten, pack),
-                                     inputs))
+        def one(item: _Input) -> _Outcome:
+            return _ingest_one(rt, item, forgotten, pack)
+
+        threads = _threads(rt, inputs)
+        if threads == 1:  # a hand-off per item to one thread costs more than the item
+            outcomes = list(map(one, inputs))
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                outcomes = list(pool.map(one, inputs))
         shas = {o.sha256 for o in outcomes if o.reason is None}
         with session_scope(rt.engine) as db:  # content the dataset holds is not stored again
             stored = set(db.scalars(select(Asset.sha256).where(

@@ -10,9 +10,10 @@ other: exactly one of them goes on, and nothing polls.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 
 from autods import metrics
 from autods.core.dedup import (
@@ -102,7 +103,7 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
     dataset = db.scalar(select(Dataset).where(Dataset.id == job.dataset_id).with_for_update())
     chunks = select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
     rows = db.execute(
-        select(Item.id, Item.ordinal, Item.asset_id, Asset.modality, Asset.sha256,
+        select(Item.id, Item.ordinal, Item.asset_id, Asset.modality, Asset.ext, Asset.sha256,
                Asset.kept_item_id, Feature.phash, Feature.check_hash, Feature.thumb,
                Feature.text_sha256,
                Feature.minhash, Feature.embedding_key, Feature.embedding_row)
@@ -119,14 +120,15 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
     published = {r.asset_id: r.kept_item_id for r in rows if r.kept_item_id is not None}
     rules, semantic = _rules(rt, db, dataset, options, candidates, rows)
     verdicts = resolve(candidates, published, rules)
-    _record_verdicts(db, verdicts, {c.item_id: c.asset_id for c in candidates})
     kept = [v.item_id for v in verdicts if v.status == ItemStatus.PUBLISHED]
     for index in semantic:
         index.save(rt.store())
     names = _fit_labels(rt, db, options.lfs, kept) if options.lfs else {}
-    if options.split:
-        _split(db, dataset, options, kept, {r.id: r.sha256 for r in rows}, names)
-    _plan_shards(db, job_id, options.shard_size, dataset, batch_no, kept)
+    splits = _split(db, dataset, options, kept, {r.id: r.sha256 for r in rows},
+                    names) if options.split else {}
+    shards = _plan_shards(db, job_id, options.shard_size, dataset, batch_no,
+                          {r.id: r for r in rows}, kept)
+    _record_verdicts(db, verdicts, {c.item_id: c.asset_id for c in candidates}, shards, splits)
     return _counts(db, job_id, chunks, verdicts) if metrics.enabled() else None
 
 
@@ -146,20 +148,29 @@ def _counts(db, job_id: int, chunks, verdicts) -> metrics.BatchCounts:
 
 def _rules(rt: Runtime, db, dataset: Dataset, options: JobOptions,
            candidates: list[Candidate], rows) -> tuple[list, list[StoredSemanticIndex]]:
-    """The job's duplicate rules, each holding the published samples it may match."""
+    """The job's duplicate rules, each holding the published samples it may match.
+
+    A dataset with nothing published yet (a first build, or its first batch) has no
+    neighbour to look up: each band lookup would only find the batch's own new assets,
+    a probe per candidate and band, most of a first batch's time.
+    """
     rules: list = []
     texts = [c for c, r in zip(candidates, rows, strict=True) if r.modality == Modality.TEXT]
+    anything = db.scalar(select(exists().where(Asset.dataset_id == dataset.id,
+                                               Asset.kept_item_id.is_not(None))))
     if options.near_enabled:
         near = ImageNearRule(dataset.near_k)
-        for item_id, phash, check, thumb in _published_neighbours(db, dataset, candidates):
-            near.add_published(item_id, phash, check, thumb)
+        if anything:
+            for item_id, phash, check, thumb in _published_neighbours(db, dataset, candidates):
+                near.add_published(item_id, phash, check, thumb)
         rules.append(near)
     if texts:
-        rules.append(TextExactRule(_published_texts(db, dataset, texts)))
+        rules.append(TextExactRule(_published_texts(db, dataset, texts) if anything else {}))
     if texts and options.text_near:
         index = TextNearIndex(rt.minhasher(options.minhash_threshold))
-        for item_id, signature in _published_minhashes(db, dataset, texts, index.hasher):
-            index.add(item_id, signature)
+        if anything:
+            for item_id, signature in _published_minhashes(db, dataset, texts, index.hasher):
+                index.add(item_id, signature)
         rules.append(TextNearRule(index))
     semantic: list[StoredSemanticIndex] = []
     if options.semantic:
@@ -249,11 +260,15 @@ def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
                     yield item_id, phash, check, thumb
 
 
-def _record_verdicts(db, verdicts, asset_of: dict[int, int]) -> None:
+def _record_verdicts(db, verdicts, asset_of: dict[int, int], shards: dict[int, str],
+                     splits: dict[int, str]) -> None:
+    """Each item's verdict, shard and split in one update (every row names the same
+    columns, so it is one statement), then each published asset's item."""
     rows = [
         {"id": v.item_id, "status": v.status, "duplicate_of": v.duplicate_of,
          "dedup_rule": v.rule, "dedup_score": v.score,
-         "reason": None if v.status == ItemStatus.PUBLISHED else v.status}
+         "reason": None if v.status == ItemStatus.PUBLISHED else v.status,
+         "shard_name": shards.get(v.item_id), "split": splits.get(v.item_id)}
         for v in verdicts
     ]
     if rows:
@@ -285,8 +300,9 @@ def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> dict[int, str | N
 
 
 def _split(db, dataset: Dataset, options: JobOptions, kept: list[int],
-           sha_of: dict[int, str], names: dict[int, str | None]) -> None:
-    """Each published item's split, decided now and stored: it never changes after."""
+           sha_of: dict[int, str], names: dict[int, str | None]) -> dict[int, str]:
+    """Each published item's split, decided now (and stored with its verdict): it never
+    changes after."""
     fractions = parse_fractions(options.split)
     if options.stratify:
         counts = db.execute(
@@ -299,28 +315,21 @@ def _split(db, dataset: Dataset, options: JobOptions, kept: list[int],
         splits = {i: dealer.assign(names.get(i)) for i in kept}
     else:
         splits = {i: by_key(sha_of[i][:24], fractions) for i in kept}
-    if splits:
-        update_rows(db, Item, [{"id": i, "split": s} for i, s in splits.items()])
+    return splits
 
 
 def _plan_shards(db, job_id: int, shard_size: int, dataset: Dataset, batch_no: int,
-                 kept: list[int]) -> None:
-    """Group published items by member layout, cut into shards, allocate shard numbers.
+                 rows: dict[int, Any], kept: list[int]) -> dict[int, str]:
+    """Group published items by member layout, cut into shards, allocate shard numbers;
+    returns each published item's shard.
 
     A shard holds one modality and one image extension, so every sample in it has the
     same member extensions (what Hugging Face ``datasets`` and ``wids`` require).
     """
-    if not kept:
-        return
-    rows = db.execute(
-        select(Item.id, Item.ordinal, Item.modality, Asset.ext)
-        .join(Asset, Asset.id == Item.asset_id).where(one_of(db, Item.id, kept))
-        .order_by(Item.ordinal)
-    ).all()
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for r in rows:
-        groups[(r.modality, r.ext)].append(r.id)
-    assignments = []
+    for i in sorted(kept, key=lambda i: rows[i].ordinal):
+        groups[(rows[i].modality, rows[i].ext)].append(i)
+    assignments: dict[int, str] = {}
     for (modality, ext), ids in sorted(groups.items()):
         for start in range(0, len(ids), shard_size):
             name = f"shard-{dataset.next_shard_no:06d}"
@@ -328,5 +337,5 @@ def _plan_shards(db, job_id: int, shard_size: int, dataset: Dataset, batch_no: i
             members = ids[start:start + shard_size]
             db.add(Shard(dataset_id=dataset.id, job_id=job_id, batch_no=batch_no, name=name,
                          modality=modality, ext=ext, count=len(members)))
-            assignments += [{"id": i, "shard_name": name} for i in members]
-    update_rows(db, Item, assignments)
+            assignments.update(dict.fromkeys(members, name))
+    return assignments
