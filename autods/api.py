@@ -31,8 +31,11 @@ class Job:
 
     def wait(self, progress: bool = False, timeout: float | None = None,
              interval: float = 0.5) -> JobStatus:
-        """Block until the job succeeds or fails (or ``timeout`` seconds pass)."""
-        return watch(self.status, interval=interval, show=progress, timeout=timeout)
+        """Block until the job succeeds or fails (or ``timeout`` seconds pass); returns
+        its whole status."""
+        watch(lambda: job_status(self.runtime, self.id, outcomes=False), interval=interval,
+              show=progress, timeout=timeout)
+        return self.status()
 
 
 def _as_list(sources: str | Sequence[str]) -> list[str]:

@@ -258,11 +258,13 @@ def _watch(settings: Settings, procs: list[WorkerProcess], start, progress: bool
         for worker in procs:
             if not worker.alive():
                 raise RuntimeError(f"embedded worker exited; see {worker.logfile}")
-        return job_status(rt, job_id)
+        return job_status(rt, job_id, outcomes=False)
 
+    # Polled often, so the end is seen at once; a progress poll is cheap (it reads chunks,
+    # batches and shards, not the items), since it shares the cores with the workers.
     status = watch(poll, interval=0.1, show=progress)
     # Nothing is left to run once the job is done, and its state is in the database: the
     # workers are killed at once instead of waiting seconds for their warm shutdown.
     for worker in procs:
         worker.stop(grace_s=0 if status.done else 60)
-    return status
+    return job_status(rt, job_id)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, select, update
+from sqlalchemy import JSON, Column, MetaData, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 #: Below this many rows the temporary table costs more than it saves.
@@ -54,11 +54,16 @@ def update_rows(session: Session, model: type, rows: Sequence[dict[str, Any]]) -
     """``UPDATE`` each row's columns where the (one-column) primary key is the row's."""
     if not rows:
         return
-    if session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
-        session.execute(update(model), list(rows))
-        return
     table = model.__table__
     (key,) = table.primary_key.columns
+    if session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+        # A Core executemany (the row's other keys are the SET clause): the ORM's bulk
+        # update by primary key costs three times as much per row in Python.
+        for columns, group in _by_columns(rows):
+            session.execute(update(table).where(key == bindparam("_key")),
+                            [{"_key": row[key.name], **{c: row[c] for c in columns
+                                                        if c != key.name}} for row in group])
+        return
     for columns, group in _by_columns(rows):
         staged = _stage(session, table, columns, group)
         session.execute(update(table).where(key == staged.c[key.name])

@@ -56,7 +56,11 @@ class JobStatus:
         return asdict(self)
 
 
-def job_status(rt: Runtime, job_id: int) -> JobStatus:
+def job_status(rt: Runtime, job_id: int, outcomes: bool = True) -> JobStatus:
+    """The job's snapshot. ``outcomes=False`` is a progress poll: it leaves out the counts
+    that group the job's items (statuses, reasons, rules, labels), which cost a scan of
+    the items each time, and counts as published the items the resolved batches planned
+    into shards."""
     with session_scope(rt.engine) as db:
         job = db.get(Job, job_id)
         if job is None:
@@ -75,16 +79,12 @@ def job_status(rt: Runtime, job_id: int) -> JobStatus:
         stages["dedup"] = int(resolved)
         batches = Counter(b.state.value for b in db.scalars(
             select(Batch).where(Batch.job_id == job_id)))
-        statuses = dict(db.execute(select(Item.status, func.count()).where(
-            Item.job_id == job_id).group_by(Item.status)).all())
-        reasons = dict(db.execute(select(Item.reason, func.count()).where(
-            Item.job_id == job_id, Item.reason.is_not(None)).group_by(Item.reason)).all())
-        family = case(*((Item.dedup_rule.like(f"{name}%"), name) for name in RULES),
-                      else_="other")
-        rules = dict(db.execute(select(family, func.count()).where(
-            Item.job_id == job_id, Item.dedup_rule.is_not(None)).group_by(family)).all())
-        labelled = db.scalar(select(func.count()).select_from(Label).join(
-            Item, Item.id == Label.item_id).where(Item.job_id == job_id, Label.label >= 0))
+        if outcomes:
+            statuses, reasons, rules, labelled = _outcomes(db, job_id)
+        else:
+            planned = db.scalar(select(func.coalesce(func.sum(Shard.count), 0))
+                                .where(Shard.job_id == job_id))
+            statuses, reasons, rules, labelled = {ItemStatus.PUBLISHED: int(planned)}, {}, {}, 0
         shards, nbytes = db.execute(select(func.count(), func.coalesce(func.sum(Shard.nbytes), 0))
                                     .where(Shard.job_id == job_id, Shard.complete.is_(True))).one()
         stages["shard"] = int(db.scalar(select(func.coalesce(func.sum(Shard.count), 0)).where(
@@ -94,8 +94,24 @@ def job_status(rt: Runtime, job_id: int) -> JobStatus:
                    if end is not None and job.started_at is not None else None)
         return JobStatus(
             job_id=job.id, dataset=dataset.name, status=job.status, n_items=job.n_items,
-            stages=stages, statuses=statuses, reasons=reasons, labelled=int(labelled),
+            stages=stages, statuses=statuses, reasons=reasons, labelled=labelled,
             shards=int(shards), shard_bytes=int(nbytes), output_url=dataset.output_url,
             batches={s.value: batches[s.value] for s in BatchState if batches[s.value]},
             error=job.error, elapsed_s=elapsed, params=dict(job.params), rules=rules,
         )
+
+
+def _outcomes(db, job_id: int) -> tuple[dict[str, int], dict[str, int], dict[str, int], int]:
+    """The job's items by status, by reason, its dropped duplicates by rule family, and
+    how many items have a label."""
+    statuses = dict(db.execute(select(Item.status, func.count()).where(
+        Item.job_id == job_id).group_by(Item.status)).all())
+    reasons = dict(db.execute(select(Item.reason, func.count()).where(
+        Item.job_id == job_id, Item.reason.is_not(None)).group_by(Item.reason)).all())
+    family = case(*((Item.dedup_rule.like(f"{name}%"), name) for name in RULES),
+                  else_="other")
+    rules = dict(db.execute(select(family, func.count()).where(
+        Item.job_id == job_id, Item.dedup_rule.is_not(None)).group_by(family)).all())
+    labelled = db.scalar(select(func.count()).select_from(Label).join(
+        Item, Item.id == Label.item_id).where(Item.job_id == job_id, Label.label >= 0))
+    return statuses, reasons, rules, int(labelled)

@@ -98,3 +98,36 @@ def test_a_resolved_batch_is_counted_once_in_the_metrics(runtime, tmp_path, metr
         "corrupt_image": 1, "not_an_image": 1, "empty": 1}
     assert by_label(scraped, "autods_duplicates_total", "rule") == status.rules == {
         "sha256": 2, "phash": 1}
+
+
+def test_a_later_batch_drops_near_copies_of_what_an_earlier_one_published(runtime, tmp_path):
+    """The first batch has nothing published to look up; the next looks up what it
+    published. A progress poll counts the same published items without reading them."""
+    from autods.db.models import Item
+    from autods.pipeline.status import job_status
+
+    image_folder(tmp_path / "in", n_unique=4, n_near=1)  # the near copy sorts last
+    job = create_job(runtime, [str(tmp_path / "in")], "d",
+                     JobOptions(chunk_size=2, batch_size=4, embed=False),
+                     output_url=(tmp_path / "out").as_uri())
+    for chunk_no in range(3):
+        for stage in ("ingest", "preprocess"):
+            run_stage(runtime, stage, job, chunk_no)
+    for batch_no in (0, 1):
+        take_turn(runtime, job, batch_no)
+        resolve_batch(runtime, job, batch_no)
+
+    with session_scope(runtime.engine) as db:
+        items = {uri.rsplit("/", 1)[1]: (item_id, status, duplicate_of, shard)
+                 for uri, item_id, status, duplicate_of, shard in db.execute(
+                     select(Item.uri, Item.id, Item.status, Item.duplicate_of,
+                            Item.shard_name).where(Item.job_id == job))}
+    original, copy = items["img_00003.jpg"], items["img_00003_znear.jpg"]
+    assert copy[1:] == ("near_duplicate", original[0], None)
+    assert original[1] == "published" and original[3] is not None
+    full = job_status(runtime, job)
+    assert full.statuses == {"published": 4, "near_duplicate": 1}
+    progress = job_status(runtime, job, outcomes=False)
+    assert progress.statuses == {"published": 4}
+    assert (progress.reasons, progress.rules, progress.labelled) == ({}, {}, 0)
+    assert progress.stages == full.stages

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from celery import Celery
 
@@ -29,6 +33,23 @@ def test_auto_preload_follows_the_queues_a_worker_consumes() -> None:
     assert "snorkel.labeling" in preload_modules("auto", ["ingest", "label"])
     assert preload_modules("none", ["gpu", "label"]) == []
     assert preload_modules(" torch , numpy,", ["ingest"]) == ["torch", "numpy"]
+
+
+def test_a_worker_imports_the_stage_functions_of_its_queues_before_it_forks() -> None:
+    """Each pool process would otherwise import them (the HTTP and S3 clients) at its first
+    task; a queue the worker does not consume costs it nothing."""
+    code = (
+        "import sys\n"
+        "from types import SimpleNamespace as NS\n"
+        "from autods.tasks.app import _preload_heavy_modules\n"
+        "before = 'autods.pipeline.ingest' in sys.modules\n"
+        "_preload_heavy_modules(NS(app=NS(amqp=NS(queues=NS(consume_from={'ingest': 0})))))\n"
+        "print(before, 'autods.pipeline.ingest' in sys.modules, 'autods.core.fetch' in "
+        "sys.modules, 'autods.pipeline.embed' in sys.modules)\n")
+    env = {**os.environ, "AUTODS_WORKER_PRELOAD": "none"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "True", "True", "False"]
 
 
 def test_an_embedded_build_preloads_only_what_its_stages_use() -> None:
