@@ -1,4 +1,9 @@
-"""Ingest: fetch, validate, hash and store each input of a chunk; record assets and items."""
+"""Ingest: fetch, validate, hash and store each input of a chunk; record assets and items.
+
+An image's features (``preprocess.hashed``) are computed here, in the same pass as its
+sha256, while its bytes are in memory: preprocess would read them back from the pack and
+parse them a second time.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,14 @@ from sqlalchemy import select
 from autods.core.fetch import REMOTE_SCHEMES
 from autods.core.hashing import sha256_hex
 from autods.core.packs import PackWriter
-from autods.core.records import ItemStatus, Modality, Reason, Rejected
+from autods.core.records import ImageFeatures, ItemStatus, Modality, Reason, Rejected
 from autods.core.storage import LocalStore
 from autods.core.validate import clean_caption, validate_image, validate_text
-from autods.db.models import Asset, Item, Tombstone, utcnow
+from autods.db.models import Asset, Dataset, Feature, Item, PhashBand, Tombstone, utcnow
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore, update_rows
 from autods.pipeline.chunks import ChunkWork, in_chunk
+from autods.pipeline.preprocess import hashed, image_rows
 from autods.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,7 @@ class _Outcome:
     caption: str | None = None
     reason: str | None = None
     detail: str | None = None
+    features: ImageFeatures | Rejected | None = None
 
 
 def _reject(item_id: int, exc: Rejected) -> _Outcome:
@@ -83,7 +90,8 @@ def _ingest_one(rt: Runtime, item: _Input, forgotten: frozenset[str],
         return _reject(item.item_id, Rejected(Reason.FORGOTTEN, "forgotten from this dataset"))
     pack.add(sha, data)
     return _Outcome(item.item_id, sha, mime, ext, len(data), item.modality,
-                    clean_caption(caption))
+                    clean_caption(caption),
+                    features=hashed(data) if item.modality == Modality.IMAGE else None)
 
 
 def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
@@ -96,6 +104,8 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             .order_by(Item.ordinal))]
         forgotten = frozenset(db.scalars(select(Tombstone.sha256).where(
             Tombstone.dataset_id == work.dataset_id, Tombstone.sha256.is_not(None))))
+        near_k, band_k = db.execute(select(Dataset.near_k, Dataset.band_k)
+                                    .where(Dataset.id == work.dataset_id)).one()
     store = rt.store()
     staging = store.root / "packs" if isinstance(store, LocalStore) else None
     with PackWriter(staging) as pack:
@@ -113,7 +123,7 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             stored = set(db.scalars(select(Asset.sha256).where(
                 Asset.dataset_id == work.dataset_id, Asset.sha256.in_(shas)))) if shas else set()
         key, offsets = pack.publish(store, drop=stored)
-    _record(rt, work.dataset_id, outcomes, key, offsets)
+    _record(rt, work.dataset_id, outcomes, key, offsets, band_k if band_k is not None else near_k)
     ok = sum(o.reason is None for o in outcomes)
     return {"ingested": ok, "failed": len(outcomes) - ok}
 
@@ -126,9 +136,10 @@ def _threads(rt: Runtime, inputs: list[_Input]) -> int:
 
 
 def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome], pack: str | None,
-            offsets: dict[str, int]) -> None:
+            offsets: dict[str, int], band_k: int) -> None:
     """Assets by content (the unique constraint settles races: a chunk that loses one keeps
-    its copy in its pack unused), then every item's fate."""
+    its copy in its pack unused), the features of the images this chunk stored, then every
+    item's fate."""
     good = [o for o in outcomes if o.reason is None]
     now = utcnow()
     with session_scope(rt.engine) as db:
@@ -140,6 +151,14 @@ def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome], pack: str | 
         ], conflict=("dataset_id", "sha256"))
         ids = dict(db.execute(select(Asset.sha256, Asset.id).where(
             Asset.dataset_id == dataset_id, Asset.sha256.in_({o.sha256 for o in good}))).all())
+        features, bands = [], []
+        for o in {o.sha256: o for o in good if o.features is not None}.values():
+            if o.sha256 in offsets:  # stored by this chunk; older content has its features
+                row, rows = image_rows(dataset_id, ids[o.sha256], o.features, band_k)
+                features.append(row)
+                bands += rows
+        insert_ignore(db, Feature, features, conflict=("asset_id",))
+        insert_ignore(db, PhashBand, bands, conflict=("dataset_id", "band_no", "value", "asset_id"))
         ok_rows = [
             {"id": o.item_id, "status": ItemStatus.INGESTED, "asset_id": ids[o.sha256],
              "caption": o.caption, "ingested_at": now}

@@ -1,6 +1,11 @@
 """Preprocess: per asset the features dedup needs and their rows in the dataset's band
 indexes (pHash for images; normalised-text hash and MinHash for texts), then the job's
-quality filters over the chunk's items."""
+quality filters over the chunk's items.
+
+Ingest hashes the images it stores while their bytes are in memory (``hashed`` and
+``image_rows`` are shared with it); this stage hashes the images that are left (content
+stored before without features), the texts, and fails the items whose pixels could not
+be decoded."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from autods.core import filters as quality
 from autods.core.hashing import image_features
 from autods.core.nearimage import band_rows
 from autods.core.packs import StoredRef, iter_bytes, read_one
-from autods.core.records import ItemStatus, Modality, Rejected
+from autods.core.records import ImageFeatures, ItemStatus, Modality, Rejected
 from autods.db.models import Asset, Dataset, Feature, Item, MinhashBand, PhashBand
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore, update_rows
@@ -55,17 +60,9 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             minhash_rows += [{"dataset_id": work.dataset_id, "band_no": n, "value": v,
                               "asset_id": asset_id} for n, v in enumerate(band_values)]
             continue
-        try:
-            f = image_features(data)
-        except Rejected as exc:
-            features.append({"asset_id": asset_id, "error": exc.reason.value,
-                             "error_detail": exc.detail[:500]})
-            continue
-        features.append({"asset_id": asset_id, "phash": f.phash, "check_hash": f.check,
-                         "thumb": f.thumb, "width": f.width, "height": f.height,
-                         "format": f.format, "mode": f.mode})
-        phash_rows += [{"dataset_id": work.dataset_id, "band_no": n, "value": v,
-                        "asset_id": asset_id} for n, v in band_rows(f.phash, f.check, band_k)]
+        row, bands = image_rows(work.dataset_id, asset_id, hashed(data), band_k)
+        features.append(row)
+        phash_rows += bands
 
     with session_scope(rt.engine) as db:
         insert_ignore(db, Feature, features, conflict=("asset_id",))
@@ -86,6 +83,27 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             ])
         filtered = _filter(db, work, store) if options.filters else []
     return {"hashed": len(features), "failed": len(broken), "filtered": len(filtered)}
+
+
+def hashed(data: bytes) -> ImageFeatures | Rejected:
+    """An image's features, or why its pixels cannot be read."""
+    try:
+        return image_features(data)
+    except Rejected as exc:
+        return exc
+
+
+def image_rows(dataset_id: int, asset_id: int, features: ImageFeatures | Rejected,
+               band_k: int) -> tuple[dict, list[dict]]:
+    """An image asset's feature row (or its decoding error) and its band index rows."""
+    if isinstance(features, Rejected):
+        return {"asset_id": asset_id, "error": features.reason.value,
+                "error_detail": features.detail[:500]}, []
+    f = features
+    return ({"asset_id": asset_id, "phash": f.phash, "check_hash": f.check, "thumb": f.thumb,
+             "width": f.width, "height": f.height, "format": f.format, "mode": f.mode},
+            [{"dataset_id": dataset_id, "band_no": n, "value": v, "asset_id": asset_id}
+             for n, v in band_rows(f.phash, f.check, band_k)])
 
 
 def _text_features(hasher, text: str) -> tuple[dict, list[int]]:

@@ -46,6 +46,15 @@ def test_ingest_chunk_stores_each_content_once_and_records_reasons(eager, tmp_pa
         r.size for r in stored.values())
     for sha in exp.unique:
         assert hashlib.sha256(read_one(eager.store(), stored[sha])).hexdigest() == sha
+    # Each stored image is hashed in the same pass; the truncated one's pixels fail there
+    # (its item fails in preprocess, with the reason recorded here).
+    with session_scope(eager.engine) as db:
+        feats = dict(db.execute(select(Asset.sha256, Feature.error)
+                                .join(Feature, Feature.asset_id == Asset.id)).all())
+        assert db.scalar(select(func.count()).select_from(PhashBand)) == 3 * (
+            band_radius(4) + 1 + CHECK_RADIUS + 1)
+    assert len(feats) == 4 and {feats[sha] for sha in exp.unique} == {None}
+    assert sorted(feats.values(), key=str) == [None, None, None, "corrupt_image"]
 
 
 def test_redelivered_chunk_is_skipped(eager, tmp_path):
