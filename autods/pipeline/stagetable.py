@@ -55,7 +55,8 @@ class Stage:
 
 
 CHUNK_STAGES: tuple[Stage, ...] = (
-    Stage("ingest", "ingest", "autods.pipeline.ingest:ingest"),
+    # Ingest hashes the images it stores (pHash: scipy's DCT); preprocess what is left.
+    Stage("ingest", "ingest", "autods.pipeline.ingest:ingest", preload=("scipy.fftpack",)),
     Stage("preprocess", "preprocess", "autods.pipeline.preprocess:preprocess",
           preload=("scipy.fftpack",)),
     Stage("embed", "gpu", "autods.pipeline.embed:embed", when="embed",
