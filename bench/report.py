@@ -188,13 +188,14 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    preprocessed beforehand, at the best of batch sizes 16, 32, 64; same model object
    (ViT-B-32, randomly initialised; `autods-tiny-vit` in `--quick`), same device. Target
    >= 0.85x. The GPU row runs only where CUDA is available.
-6. **scale** (full run only) — jobs of 10k and 100k 64x64 JPEGs through the distributed
+6. **scale** (full run only) — jobs of 10k and 100k 64x64 JPEGs (`BENCH_SCALE_SMALL`,
+   `BENCH_SCALE_LARGE`: 100k and 1M for the million-item job) through the distributed
    pipeline: peak RSS (VmHWM) of the worker's main process, of each pool child and of the
-   submitting process, the largest chord header (chunks per batch) and throughput; and the
+   submitting process, the largest chord header (chunks per batch) and the time per item; and the
    near-duplicate lookup per item with 10k vs 1M stored hashes, both in memory
    (`NearIndex.nearest`) and in PostgreSQL (`resolve._published_neighbours` over generated
-   `phash_bands` rows), also at 100k to show the slope. Targets: RSS growth <= 1.5x for 10x
-   the items, chord header unchanged, lookup growth sub-linear: < 100x for 100x the hashes,
+   `phash_bands` rows), also at 100k to show the slope. Targets: RSS and time per item
+   growth <= 1.2x, chord header unchanged, lookup growth sub-linear: < 100x for 100x the hashes,
    and < 10x over the last decade (100k → 1M) alone, where fixed per-call costs no longer
    hide the growth.
 7. **shard** — `autods.core.shard.write_shard` into a local store (validation, tar,
