@@ -65,14 +65,16 @@ class PackWriter:
         self._file.close()
         self.path.unlink(missing_ok=True)
 
-    def add(self, sha256: str, data: bytes) -> None:
-        """Append ``data`` unless the same content was added (``publish`` says where)."""
+    def add(self, sha256: str, data: bytes) -> bool:
+        """Append ``data`` unless the same content was added (``publish`` says where);
+        True when this call appended it."""
         with self._lock:
             if sha256 in self._offsets:
-                return
+                return False
             self._offsets[sha256] = (self._size, len(data))
             self._file.write(data)
             self._size += len(data)
+            return True
 
     def publish(self, store: ObjectStore, drop: Iterable[str] = ()
                 ) -> tuple[str | None, dict[str, int]]:

@@ -88,10 +88,10 @@ def _ingest_one(rt: Runtime, item: _Input, forgotten: frozenset[str],
     sha = sha256_hex(data)
     if sha in forgotten:
         return _reject(item.item_id, Rejected(Reason.FORGOTTEN, "forgotten from this dataset"))
-    pack.add(sha, data)
+    first = pack.add(sha, data)  # a copy within the chunk is hashed once
     return _Outcome(item.item_id, sha, mime, ext, len(data), item.modality,
                     clean_caption(caption),
-                    features=hashed(data) if item.modality == Modality.IMAGE else None)
+                    features=hashed(data) if first and item.modality == Modality.IMAGE else None)
 
 
 def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:

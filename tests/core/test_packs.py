@@ -46,6 +46,11 @@ def test_pack_holds_each_content_once_under_its_hash(tmp_path):
     assert _pack(store, contents) == (key, offsets) and store.list("") == [key]
 
 
+def test_add_says_whether_it_appended(tmp_path):
+    with PackWriter(tmp_path) as writer:
+        assert [writer.add(_sha(d), d) for d in (b"a", b"b", b"a")] == [True, True, False]
+
+
 def test_publish_drops_contents_stored_before(tmp_path):
     store = LocalStore(tmp_path)
     key, offsets = _pack(store, [b"one", b"two", b"three"], drop={_sha(b"two")})
