@@ -50,6 +50,11 @@ class Dataset(Base):
     next_shard_no: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    @property
+    def index_k(self) -> int:
+        """The pHash distance its band index answers for (``band_k``, else ``near_k``)."""
+        return self.band_k if self.band_k is not None else self.near_k
+
 
 class Job(Base):
     __tablename__ = "jobs"

@@ -104,8 +104,7 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             .order_by(Item.ordinal))]
         forgotten = frozenset(db.scalars(select(Tombstone.sha256).where(
             Tombstone.dataset_id == work.dataset_id, Tombstone.sha256.is_not(None))))
-        near_k, band_k = db.execute(select(Dataset.near_k, Dataset.band_k)
-                                    .where(Dataset.id == work.dataset_id)).one()
+        band_k = db.get(Dataset, work.dataset_id).index_k
     store = rt.store()
     staging = store.root / "packs" if isinstance(store, LocalStore) else None
     with PackWriter(staging) as pack:
@@ -123,7 +122,7 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             stored = set(db.scalars(select(Asset.sha256).where(
                 Asset.dataset_id == work.dataset_id, Asset.sha256.in_(shas)))) if shas else set()
         key, offsets = pack.publish(store, drop=stored)
-    _record(rt, work.dataset_id, outcomes, key, offsets, band_k if band_k is not None else near_k)
+    _record(rt, work.dataset_id, outcomes, key, offsets, band_k)
     ok = sum(o.reason is None for o in outcomes)
     return {"ingested": ok, "failed": len(outcomes) - ok}
 

@@ -33,8 +33,7 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     options = work.options
     modalities = [Modality.IMAGE] + ([Modality.TEXT] if options.text_features else [])
     with session_scope(rt.engine) as db:
-        dataset = db.execute(select(Dataset.near_k, Dataset.band_k)
-                             .where(Dataset.id == work.dataset_id)).one()
+        band_k = db.get(Dataset, work.dataset_id).index_k
         todo = db.execute(
             select(Asset.id, Asset.modality, Asset.storage_key, Asset.pack_offset,
                    Asset.nbytes).distinct()
@@ -46,7 +45,6 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
         ).all()
 
     store = rt.store()
-    band_k = dataset.band_k if dataset.band_k is not None else dataset.near_k
     features, phash_rows, minhash_rows = [], [], []
     # Building the hasher imports datasketch (and scipy's integrators): seconds, paid only
     # by a chunk with texts to hash.

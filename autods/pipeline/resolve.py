@@ -233,7 +233,7 @@ def _published_minhashes(db, dataset: Dataset, texts: list[Candidate], hasher):
 def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
     """(item, pHash, check hash, region print) of published assets sharing a band with a
     candidate: a pHash band, or a check-hash band (``nearimage.band_rows``)."""
-    band_k = dataset.band_k if dataset.band_k is not None else dataset.near_k
+    band_k = dataset.index_k
     per_band: dict[int, set[int]] = defaultdict(set)
     for c in candidates:
         if c.phash is not None:

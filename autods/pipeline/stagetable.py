@@ -49,9 +49,12 @@ class Stage:
     def runs_for(self, options: JobOptions) -> bool:
         return self.when is None or bool(getattr(options, self.when))
 
+    @property
+    def module(self) -> str:
+        return self.function.partition(":")[0]
+
     def load(self) -> Callable[[Runtime, ChunkWork], dict[str, int]]:
-        module, _, attr = self.function.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(self.module), self.function.partition(":")[2])
 
 
 CHUNK_STAGES: tuple[Stage, ...] = (

@@ -149,7 +149,7 @@ def _preload_heavy_modules(sender, **_) -> None:
     import importlib
 
     consumed = sender.app.amqp.queues.consume_from or {}
-    stage_modules = [s.function.partition(":")[0] for s in stages() if s.queue in consumed]
+    stage_modules = [s.module for s in stages() if s.queue in consumed]
     for name in preload_modules(Settings().worker.preload, consumed) + stage_modules:
         try:
             importlib.import_module(name)

@@ -7,7 +7,7 @@ from collections import Counter
 from sqlalchemy import select
 
 from autods.core.records import BatchState
-from autods.db.models import Batch
+from autods.db.models import Batch, Job
 from autods.db.session import session_scope
 from autods.pipeline.chunks import run_stage
 from autods.pipeline.options import JobOptions
@@ -23,15 +23,23 @@ def _states(rt, job) -> list[str]:
             select(Batch).where(Batch.job_id == job).order_by(Batch.batch_no))]
 
 
-def _job_of_three_batches(rt, tmp_path) -> int:
-    image_folder(tmp_path / "in", n_unique=12)
+def _ingested_job(rt, tmp_path, chunk_size: int, batch_size: int) -> int:
+    """A job over the images in ``tmp_path / "in"`` with every chunk ingested and
+    preprocessed, its batches not resolved."""
     job = create_job(rt, [str(tmp_path / "in")], "d",
-                     JobOptions(chunk_size=2, batch_size=4, embed=False),
+                     JobOptions(chunk_size=chunk_size, batch_size=batch_size, embed=False),
                      output_url=(tmp_path / "out").as_uri())
-    for chunk_no in range(6):
+    with session_scope(rt.engine) as db:
+        n_chunks = db.scalar(select(Job.n_chunks).where(Job.id == job))
+    for chunk_no in range(n_chunks):
         for stage in ("ingest", "preprocess"):
             run_stage(rt, stage, job, chunk_no)
     return job
+
+
+def _job_of_three_batches(rt, tmp_path) -> int:
+    image_folder(tmp_path / "in", n_unique=12)
+    return _ingested_job(rt, tmp_path, chunk_size=2, batch_size=4)
 
 
 def test_a_batch_ahead_of_its_turn_waits_and_its_predecessor_hands_over(runtime, tmp_path):
@@ -74,12 +82,7 @@ def test_a_resolved_batch_is_counted_once_in_the_metrics(runtime, tmp_path, metr
     from autods.pipeline.status import job_status
 
     image_folder(tmp_path / "in", n_unique=6, n_exact=2, n_near=1, bad=True)
-    job = create_job(runtime, [str(tmp_path / "in")], "d",
-                     JobOptions(chunk_size=4, batch_size=100, embed=False),
-                     output_url=(tmp_path / "out").as_uri())
-    for chunk_no in range(3):
-        for stage in ("ingest", "preprocess"):
-            run_stage(runtime, stage, job, chunk_no)
+    job = _ingested_job(runtime, tmp_path, chunk_size=4, batch_size=100)
     take_turn(runtime, job, 0)
 
     resolve_batch(runtime, job, 0)
@@ -107,12 +110,7 @@ def test_a_later_batch_drops_near_copies_of_what_an_earlier_one_published(runtim
     from autods.pipeline.status import job_status
 
     image_folder(tmp_path / "in", n_unique=4, n_near=1)  # the near copy sorts last
-    job = create_job(runtime, [str(tmp_path / "in")], "d",
-                     JobOptions(chunk_size=2, batch_size=4, embed=False),
-                     output_url=(tmp_path / "out").as_uri())
-    for chunk_no in range(3):
-        for stage in ("ingest", "preprocess"):
-            run_stage(runtime, stage, job, chunk_no)
+    job = _ingested_job(runtime, tmp_path, chunk_size=2, batch_size=4)
     for batch_no in (0, 1):
         take_turn(runtime, job, batch_no)
         resolve_batch(runtime, job, batch_no)
