@@ -28,6 +28,7 @@ from autods.pipeline.status import job_status
 from tests.datagen import image_folder
 from tests.integration.conftest import service_settings
 from tests.integration.faults import FaultyS3Proxy, RedisServer, children, kill9
+from tests.integration.held_lfs import HOLD_DIR_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -87,15 +88,36 @@ def _wait(job, timeout: float = 300):
     return status
 
 
-def test_kill_9_workers_mid_chunk_on_every_queue(pg_url, tmp_path):
+def _kill_held_label_task(hold: Path, procs: dict[str, WorkerProcess], job) -> int:
+    """Wait until the label queue's pool process holds its task (``held_lfs``), kill it,
+    let the task run when it comes back; the pid killed."""
+    held = hold / "held"
+    while not held.exists():
+        assert not job.status().done, "the job ended without calling the held LF"
+        time.sleep(0.05)
+    pid = int(held.read_text())
+    assert pid in children(procs["label"].proc.pid)
+    assert kill9(pid)
+    (hold / "release").touch()
+    return pid
+
+
+def test_kill_9_workers_mid_chunk_on_every_queue(pg_url, tmp_path, monkeypatch):
     exp = image_folder(tmp_path / "in", n_unique=96, n_exact=8, n_near=8, bad=True)
     settings = _settings(pg_url, tmp_path)
     settings.clip.enabled = True
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    monkeypatch.setenv(HOLD_DIR_ENV, str(hold))
     procs = _workers(settings, tmp_path / "logs")
     kills: list[str] = []
     try:
         job = autods.submit([str(tmp_path / "in")], "kill9", settings=settings,
-                            output_url=(tmp_path / "out").as_uri(), lfs="examples.sample_lfs")
+                            output_url=(tmp_path / "out").as_uri(),
+                            lfs="tests.integration.held_lfs")
+        # One kill is sure to land mid-task: the label task held by its LF.
+        _kill_held_label_task(hold, procs, job)
+        kills.append("label-held")
         # Kill each queue's busy pool process twice, then the whole ingest worker once
         # (its unacked task returns to the queue after the visibility timeout).
         for _ in range(2):
@@ -121,7 +143,9 @@ def test_kill_9_workers_mid_chunk_on_every_queue(pg_url, tmp_path):
     lost_workers = sum(p.logfile.read_text(errors="replace").count("WorkerLostError")
                        for p in procs.values())
     print(f"[reliability] kill -9: {len(kills)} kills {kills}, {lost_workers} WorkerLostError")
-    assert len(kills) >= 8 and lost_workers >= 1, (kills, lost_workers)
+    # The other kills land mid-task or between tasks, as timing has it; these two are sure.
+    assert kills[0] == "label-held" and kills[-1] == "ingest-main", kills
+    assert "WorkerLostError" in procs["label"].logfile.read_text(errors="replace")
     assert status.status == "succeeded", status.error
     _assert_exactly_once(_local_output(tmp_path / "out"), set(exp.unique))
     assert status.statuses["exact_duplicate"] == 8 and status.statuses["near_duplicate"] == 8
