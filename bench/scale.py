@@ -274,7 +274,8 @@ def _populate(url: str, hashes: list[int]) -> None:
     """One dataset whose ``len(hashes)`` assets are published, with features and bands."""
     import psycopg
 
-    from autods.core.hashing import bands
+    from autods.core import bandindex
+    from autods.core.nearimage import band_layouts
     from autods.db.session import upgrade
 
     upgrade(url)
@@ -282,10 +283,13 @@ def _populate(url: str, hashes: list[int]) -> None:
     with psycopg.connect(raw) as conn:
         # Foreign-key triggers off while loading (superuser only); the schema is unchanged.
         conn.execute("SET session_replication_role = replica")
-        conn.execute("INSERT INTO datasets (id, name, output_url, near_k, next_shard_no, "
-                      "created_at) VALUES (1, 'near', 'file:///dev/null', %s, 0, now())",
-                      (NEAR_K,))
         n = len(hashes)
+        # The layout a dataset of n published images has (``pipeline.nearindex``).
+        size = bandindex.plan_size(n)
+        layout = band_layouts(NEAR_K, size)[0]
+        conn.execute("INSERT INTO datasets (id, name, output_url, near_k, band_k, band_size, "
+                     "banded, next_shard_no, created_at) VALUES (1, 'near', 'file:///dev/null', "
+                     "%s, %s, %s, %s, 0, now())", (NEAR_K, NEAR_K, size, n))
         _copy_rows(conn, "assets", "id, dataset_id, sha256, modality, mime, ext, nbytes, "
                    "storage_key, kept_item_id, created_at",
                    (f"{i}\t1\t{i:064x}\timage\timage/jpeg\tjpg\t1000\traw/{i:064x}.jpg\t{i}\t"
@@ -294,7 +298,7 @@ def _populate(url: str, hashes: list[int]) -> None:
                    (f"{i}\t{h}\n" for i, h in enumerate(hashes, 1)))
         _copy_rows(conn, "phash_bands", "dataset_id, band_no, value, asset_id",
                    (f"1\t{b}\t{v}\t{i}\n" for i, h in enumerate(hashes, 1)
-                    for b, v in enumerate(bands(h, NEAR_K))))
+                    for b, v in enumerate(bandindex.rows(h, layout))))
         conn.execute("SET session_replication_role = DEFAULT")
         conn.commit()
         conn.autocommit = True
@@ -306,7 +310,7 @@ def _database_rows(stored: dict[int, list[int]], queries: list[int], rounds: int
     from autods.core.dedup import Candidate
     from autods.db.models import Dataset
     from autods.db.session import engine_for, session_scope
-    from autods.pipeline.resolve import _published_neighbours
+    from autods.pipeline.nearindex import neighbours
 
     candidates = [Candidate(i, i, -i, q) for i, q in enumerate(queries)]
     sizes = sorted(stored)
@@ -315,7 +319,7 @@ def _database_rows(stored: dict[int, list[int]], queries: list[int], rounds: int
     with contextlib.ExitStack() as stack:
         urls = {n: stack.enter_context(pg_database(f"near{n // 1000}k")) for n in sizes}
         for n in sizes:
-            log(f"scale: loading {n} hashes ({n * (NEAR_K + 1)} band rows) into PostgreSQL")
+            log(f"scale: loading {n} hashes and their band rows into PostgreSQL")
             t0 = time.perf_counter()
             _populate(urls[n], stored[n])
             log(f"scale: loaded in {time.perf_counter() - t0:.0f} s")
@@ -327,7 +331,7 @@ def _database_rows(stored: dict[int, list[int]], queries: list[int], rounds: int
                 with session_scope(engine) as db:
                     dataset = db.get(Dataset, 1)
                     start = time.perf_counter()
-                    rows = list(_published_neighbours(db, dataset, candidates))
+                    rows = list(neighbours(db, dataset, candidates))
                     elapsed = time.perf_counter() - start
                 found[n] = len(rows)
                 return elapsed / len(candidates)
@@ -336,7 +340,7 @@ def _database_rows(stored: dict[int, list[int]], queries: list[int], rounds: int
         runs = {n: lookups(n) for n in sizes}
         for run in runs.values():
             run()  # warm the buffer cache and the connection pool
-        times = alternate(runs, rounds, "_published_neighbours", guard=pg_started_at)
+        times = alternate(runs, rounds, "nearindex.neighbours", guard=pg_started_at)
         for n in sizes:
             engine_for(urls[n]).dispose()
     return [target_row(
@@ -344,7 +348,7 @@ def _database_rows(stored: dict[int, list[int]], queries: list[int], rounds: int
         f"({_n(small)} → {_n(large)} hashes)",
         fmt_time(median(times[large])), fmt_time(median(times[small])),
         paired_ratio(times[large], times[small]), "<", large / small,
-        [f"publish._published_neighbours for {len(candidates)} candidates at once (as a "
+        [f"nearindex.neighbours for {len(candidates)} candidates at once (as a "
          f"batch resolves them) over generated assets, features and phash_bands rows; "
          f"{_slope_note(times, small, mid, large)}; rows returned: "
          + ", ".join(f"{found[n]:,} at {n:,}" for n in sizes)]),
@@ -359,7 +363,7 @@ def _lookup_rows(rounds: int) -> list[Row]:
     rows = _memory_rows(stored, queries, rounds)
     db_rows = guarded(lambda: _database_rows(stored, queries, rounds), pg_started_at,
                       "scale-db", max_redo=2)
-    db_rows[0].notes += redone_note("scale-db") + redone_note("_published_neighbours")
+    db_rows[0].notes += redone_note("scale-db") + redone_note("nearindex.neighbours")
     rows += db_rows
     return rows
 

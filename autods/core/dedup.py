@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, partial
-from itertools import combinations
-from math import comb
+from functools import partial
 from operator import is_not
 from typing import Any, Protocol
 
 import numpy as np
 
+from autods.core import bandindex
+from autods.core.bandindex import Band
 from autods.core.hashing import hamming
 from autods.core.records import ItemStatus
 
@@ -84,7 +84,10 @@ class Rule(Protocol):
 
 _MASK64 = (1 << 64) - 1
 # Comparing a stored hash costs roughly twice a probe that finds an empty bucket (CPython
-# 3.11): the weight that trades wider, more selective bands against more probes.
+# 3.11): the weight that trades wider, more selective bands against more probes. For k=4
+# that plans the same 5 exact bands up to 16k hashes, 4 bands of 16 bits with radii
+# 1, 0, 0, 0 up to 32k, then 3 bands of 21-22 bits with radii 1, 1, 0: 46 probes and ~17
+# comparisons per lookup at 1M.
 _COMPARE_COST = 2.0
 # Indexes are planned for at least this many hashes and re-planned each time they double.
 _MIN_PLAN_SIZE = 1024
@@ -92,54 +95,10 @@ _MIN_PLAN_SIZE = 1024
 _is_not_none = partial(is_not, None)
 
 
-def _multi_index_bands(k: int, size: int) -> tuple[tuple[int, int, int], ...]:
-    """(lo, hi, radius) bands for finding every hash within distance k among ~size hashes.
-
-    Multi-index hashing (Norouzi et al., "Fast Search in Hamming Space with Multi-Index
-    Hashing"): with m bands and radii r_i such that sum(r_i + 1) > k, a pair within distance
-    k differs in at most r_i bits in some band i (otherwise it would differ in at least
-    sum(r_i + 1) bits), so probing each band's table with every value within r_i of the
-    query's band value finds it.
-
-    This is not ``hashing.band_slices``: PostgreSQL looks bands up by equality so that each
-    lookup is an index range scan, hence k+1 bands with radius 0. For k=4 those are 12-13 bit
-    bands, each value shared by N/8192 hashes or more, so a lookup compares a fixed share of
-    the index once it holds more than a few thousand. In memory a probe is one dict lookup,
-    so wider bands probed within a radius stay selective: m is the one with the least
-    expected probes plus weighted comparisons (``_COMPARE_COST``) for uniformly spread
-    hashes at this size. For k=4 that is the same 5 exact bands up to 16k hashes, 4 bands of
-    16 bits with radii 1, 0, 0, 0 up to 32k, then 3 bands of 21-22 bits with radii 1, 1, 0:
-    46 probes and ~17 comparisons per lookup at 1M.
-    """
-    def cost(m: int) -> float:
-        return sum(_ball(hi - lo, r) * (1 + _COMPARE_COST * size / 2 ** (hi - lo))
-                   for lo, hi, r in _split(k, m))
-
-    return _split(k, min(range(1, min(k + 1, 64) + 1), key=cost))
-
-
-def _split(k: int, m: int) -> tuple[tuple[int, int, int], ...]:
-    """m near-equal contiguous bands; the k mod m + 1 widest get radius floor(k/m) and the
-    rest one less, the smallest radii whose sum(r_i + 1) still exceeds k."""
-    edges = [round(i * 64 / m) for i in range(m + 1)]
-    slices = list(zip(edges[:-1], edges[1:], strict=True))
-    radius, extra = divmod(k, m)
-    widest_first = sorted(range(m), key=lambda i: slices[i][0] - slices[i][1])
-    wide = set(widest_first[:extra + 1])
-    return tuple((lo, hi, radius if i in wide else radius - 1)
-                 for i, (lo, hi) in enumerate(slices))
-
-
-def _ball(width: int, radius: int) -> int:
-    """How many values lie within ``radius`` bits of one ``width``-bit value."""
-    return sum(comb(width, i) for i in range(min(radius, width) + 1))
-
-
-@cache
-def _flips(width: int, radius: int) -> tuple[int, ...]:
-    """Every XOR mask of at most ``radius`` set bits among ``width``: one probe each."""
-    return tuple(sum(1 << bit for bit in bits) for r in range(min(radius, width) + 1)
-                 for bits in combinations(range(width), r))
+def _multi_index_bands(k: int, size: int) -> tuple[Band, ...]:
+    """The in-memory index's bands for ~size hashes (``bandindex.plan``): a probe is one
+    dict lookup, so wide bands probed within a radius pay off early."""
+    return bandindex.plan(k, size, _COMPARE_COST)
 
 
 class _BandTable:
@@ -155,7 +114,7 @@ class _BandTable:
     def __init__(self, lo: int, hi: int, radius: int) -> None:
         self.shift = lo
         self.mask = (1 << (hi - lo)) - 1
-        self.flips = _flips(hi - lo, radius)
+        self.flips = bandindex.flips(hi - lo, radius)
         self.buckets: dict[int, int | list[int]] = {}
 
     def add(self, ref: int, unsigned: int) -> None:

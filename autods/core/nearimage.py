@@ -19,9 +19,10 @@ Three features of the same 32x32 greyscale thumbnail, from one decode
 
 A published image is a candidate when ``phash <= candidate_radius(k)`` and
 ``phash + 2 * check <= 2k + 2`` (the hashes' weighted rule), or when ``check <=
-CHECK_RADIUS`` whatever the pHash. The database finds both through exact bands of each
-hash (``band_rows``); pHash bands need cover only k (``band_radius``), as every pair the
-weighted rule admits beyond k has check hashes close enough for the check's bands.
+CHECK_RADIUS`` whatever the pHash. The database finds both through the bands of each
+hash's bands (``band_rows``, laid out for the dataset's size by ``bandindex``); pHash
+bands need cover only k (``band_radius``), as every pair the weighted rule admits beyond k
+has check hashes close enough for the check's bands.
 A candidate is confirmed when no 4x4 cell of the two region prints differs by more than
 ``MAX_REGION_DIFF`` grey levels on average: a copy is close everywhere, a sibling far in
 one cell. A region print moves with the picture, though: trimming a pixel off each side
@@ -69,6 +70,9 @@ from typing import Any
 
 import numpy as np
 
+from autods.core import bandindex
+from autods.core.bandindex import Band
+
 # The weight of a check bit against a pHash bit in the combined distance.
 CHECK_WEIGHT = 2
 # The widest pHash radius searched for k < 10; the database looks candidates up by
@@ -107,15 +111,36 @@ def band_radius(k: int) -> int:
     return k if (k + 1) // 2 <= CHECK_RADIUS else candidate_radius(k)
 
 
-def band_rows(phash: int, check: int | None, band_k: int) -> list[tuple[int, int]]:
-    """(band number, value) of an image in the band index: the pHash's ``band_k`` + 1
-    bands, then the check hash's ``CHECK_RADIUS`` + 1 from ``CHECK_BAND_BASE``."""
-    from autods.core.hashing import bands
+def band_layouts(band_k: int, size: int | None) -> tuple[tuple[Band, ...], tuple[Band, ...]]:
+    """The pHash's and the check hash's bands in a dataset's band index planned for
+    ``size`` hashes (``bandindex.plan``); None: the exact bands of an index made before
+    layouts were planned."""
+    if size is None:
+        return bandindex.exact(band_k), bandindex.exact(CHECK_RADIUS)
+    return (bandindex.plan(band_k, size, bandindex.DB_COMPARE_COST),
+            bandindex.plan(CHECK_RADIUS, size, bandindex.DB_COMPARE_COST))
 
-    rows = list(enumerate(bands(phash, band_k)))
+
+def band_rows(phash: int, check: int | None,
+              layouts: tuple[tuple[Band, ...], tuple[Band, ...]]) -> list[tuple[int, int]]:
+    """(band number, value) of an image in the band index: the pHash's bands, then the
+    check hash's from ``CHECK_BAND_BASE``."""
+    rows = list(enumerate(bandindex.rows(phash, layouts[0])))
     if check is not None:
-        rows += [(CHECK_BAND_BASE + n, v) for n, v in enumerate(bands(check, CHECK_RADIUS))]
+        rows += [(CHECK_BAND_BASE + n, v)
+                 for n, v in enumerate(bandindex.rows(check, layouts[1]))]
     return rows
+
+
+def band_probes(phash: int, check: int | None,
+                layouts: tuple[tuple[Band, ...], tuple[Band, ...]]
+                ) -> list[tuple[int, list[int]]]:
+    """(band number, values) a lookup of an image probes: within each band's radius."""
+    probes = list(enumerate(bandindex.probes(phash, layouts[0])))
+    if check is not None:
+        probes += [(CHECK_BAND_BASE + n, v)
+                   for n, v in enumerate(bandindex.probes(check, layouts[1]))]
+    return probes
 
 
 def thumbnail(thumb: Any) -> bytes:

@@ -47,6 +47,11 @@ class Dataset(Base):
     # The pHash distance the band index answers for (radius + 1 exact bands): the wider
     # candidate radius that a second check confirms; near_k for datasets made before it.
     band_k: Mapped[int | None] = mapped_column(Integer)
+    # How many hashes the band index's layout is planned for (``bandindex.plan_size``); None:
+    # exact bands, for datasets indexed before layouts were planned. ``banded``: how many
+    # published images the index holds (counted when the layout is first planned).
+    band_size: Mapped[int | None] = mapped_column(Integer)
+    banded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_shard_no: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -216,9 +221,10 @@ class Feature(Base):
 
 
 class PhashBand(Base):
-    """The near-duplicate band index: hashes within distance k share one (band, value).
-    Only the preprocess stage writes it, for assets it has just read: no foreign keys
-    (checking them cost as much as the insert).
+    """The near-duplicate band index of published images (``pipeline.nearindex``): a hash
+    within distance k of another shares a band value within that band's radius. Only the
+    batch step writes it, for assets it has just published: no foreign keys (checking them
+    cost as much as the insert).
     Bands ``0..`` are the pHash's; bands from ``CHECK_BAND_BASE`` on are the check hash's
     (``autods.core.nearimage.CHECK_RADIUS`` + 1 of them)."""
 

@@ -20,11 +20,11 @@ from autods.core.packs import PackWriter
 from autods.core.records import ImageFeatures, ItemStatus, Modality, Reason, Rejected
 from autods.core.storage import LocalStore
 from autods.core.validate import clean_caption, validate_image, validate_text
-from autods.db.models import Asset, Dataset, Feature, Item, PhashBand, Tombstone, utcnow
+from autods.db.models import Asset, Feature, Item, Tombstone, utcnow
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore, update_rows
 from autods.pipeline.chunks import ChunkWork, in_chunk
-from autods.pipeline.preprocess import hashed, image_rows
+from autods.pipeline.preprocess import feature_row, hashed
 from autods.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,6 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             .order_by(Item.ordinal))]
         forgotten = frozenset(db.scalars(select(Tombstone.sha256).where(
             Tombstone.dataset_id == work.dataset_id, Tombstone.sha256.is_not(None))))
-        band_k = db.get(Dataset, work.dataset_id).index_k
     store = rt.store()
     staging = store.root / "packs" if isinstance(store, LocalStore) else None
     with PackWriter(staging) as pack:
@@ -122,7 +121,7 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             stored = set(db.scalars(select(Asset.sha256).where(
                 Asset.dataset_id == work.dataset_id, Asset.sha256.in_(shas)))) if shas else set()
         key, offsets = pack.publish(store, drop=stored)
-    _record(rt, work.dataset_id, outcomes, key, offsets, band_k)
+    _record(rt, work.dataset_id, outcomes, key, offsets)
     ok = sum(o.reason is None for o in outcomes)
     return {"ingested": ok, "failed": len(outcomes) - ok}
 
@@ -135,7 +134,7 @@ def _threads(rt: Runtime, inputs: list[_Input]) -> int:
 
 
 def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome], pack: str | None,
-            offsets: dict[str, int], band_k: int) -> None:
+            offsets: dict[str, int]) -> None:
     """Assets by content (the unique constraint settles races: a chunk that loses one keeps
     its copy in its pack unused), the features of the images this chunk stored, then every
     item's fate."""
@@ -150,14 +149,11 @@ def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome], pack: str | 
         ], conflict=("dataset_id", "sha256"))
         ids = dict(db.execute(select(Asset.sha256, Asset.id).where(
             Asset.dataset_id == dataset_id, Asset.sha256.in_({o.sha256 for o in good}))).all())
-        features, bands = [], []
-        for o in {o.sha256: o for o in good if o.features is not None}.values():
-            if o.sha256 in offsets:  # stored by this chunk; older content has its features
-                row, rows = image_rows(dataset_id, ids[o.sha256], o.features, band_k)
-                features.append(row)
-                bands += rows
-        insert_ignore(db, Feature, features, conflict=("asset_id",))
-        insert_ignore(db, PhashBand, bands, conflict=("dataset_id", "band_no", "value", "asset_id"))
+        # Stored by this chunk: older content has its features.
+        insert_ignore(db, Feature, [
+            feature_row(ids[o.sha256], o.features)
+            for o in {o.sha256: o for o in good if o.features is not None}.values()
+            if o.sha256 in offsets], conflict=("asset_id",))
         ok_rows = [
             {"id": o.item_id, "status": ItemStatus.INGESTED, "asset_id": ids[o.sha256],
              "caption": o.caption, "ingested_at": now}

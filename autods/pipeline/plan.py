@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, exists, select
 
+from autods.core import bandindex
 from autods.core.nearimage import band_radius
 from autods.core.records import ItemStatus, JobState, OutputConflict, SourceItem
 from autods.core.sources import iter_source
@@ -76,7 +77,8 @@ def create_job(rt: Runtime, sources: list[str], dataset: str, options: JobOption
         if created:
             out = output_url or f"{rt.settings.storage.url.rstrip('/')}/datasets/{dataset}"
             ds = Dataset(name=dataset, output_url=out, near_k=options.near_k,
-                         band_k=band_radius(options.near_k))
+                         band_k=band_radius(options.near_k),
+                         band_size=bandindex.MIN_PLAN_SIZE)
             db.add(ds)
             db.flush()
         elif output_url is not None and output_url != ds.output_url:

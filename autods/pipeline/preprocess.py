@@ -1,9 +1,10 @@
-"""Preprocess: per asset the features dedup needs and their rows in the dataset's band
-indexes (pHash for images; normalised-text hash and MinHash for texts), then the job's
-quality filters over the chunk's items.
+"""Preprocess: per asset the features dedup needs (pHash, check hash and region print for
+images; normalised-text hash, MinHash and its LSH band rows for texts), then the job's
+quality filters over the chunk's items. The images' band index rows come later, from the
+batch step that publishes them (``pipeline.nearindex``).
 
 Ingest hashes the images it stores while their bytes are in memory (``hashed`` and
-``image_rows`` are shared with it); this stage hashes the images that are left (content
+``feature_row`` are shared with it); this stage hashes the images that are left (content
 stored before without features), the texts, and fails the items whose pixels could not
 be decoded."""
 
@@ -13,10 +14,9 @@ from sqlalchemy import select
 
 from autods.core import filters as quality
 from autods.core.hashing import image_features
-from autods.core.nearimage import band_rows
 from autods.core.packs import StoredRef, iter_bytes, read_one
 from autods.core.records import ImageFeatures, ItemStatus, Modality, Rejected
-from autods.db.models import Asset, Dataset, Feature, Item, MinhashBand, PhashBand
+from autods.db.models import Asset, Feature, Item, MinhashBand
 from autods.db.session import session_scope
 from autods.db.upsert import insert_ignore, update_rows
 from autods.pipeline.chunks import ChunkWork, in_chunk
@@ -33,7 +33,6 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     options = work.options
     modalities = [Modality.IMAGE] + ([Modality.TEXT] if options.text_features else [])
     with session_scope(rt.engine) as db:
-        band_k = db.get(Dataset, work.dataset_id).index_k
         todo = db.execute(
             select(Asset.id, Asset.modality, Asset.storage_key, Asset.pack_offset,
                    Asset.nbytes).distinct()
@@ -45,7 +44,7 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
         ).all()
 
     store = rt.store()
-    features, phash_rows, minhash_rows = [], [], []
+    features, minhash_rows = [], []
     # Building the hasher imports datasketch (and scipy's integrators): seconds, paid only
     # by a chunk with texts to hash.
     hasher = (rt.minhasher(options.minhash_threshold)
@@ -58,14 +57,10 @@ def preprocess(rt: Runtime, work: ChunkWork) -> dict[str, int]:
             minhash_rows += [{"dataset_id": work.dataset_id, "band_no": n, "value": v,
                               "asset_id": asset_id} for n, v in enumerate(band_values)]
             continue
-        row, bands = image_rows(work.dataset_id, asset_id, hashed(data), band_k)
-        features.append(row)
-        phash_rows += bands
+        features.append(feature_row(asset_id, hashed(data)))
 
     with session_scope(rt.engine) as db:
         insert_ignore(db, Feature, features, conflict=("asset_id",))
-        insert_ignore(db, PhashBand, phash_rows,
-                      conflict=("dataset_id", "band_no", "value", "asset_id"))
         insert_ignore(db, MinhashBand, minhash_rows,
                       conflict=("dataset_id", "band_no", "value", "asset_id"))
         broken = db.execute(
@@ -91,17 +86,15 @@ def hashed(data: bytes) -> ImageFeatures | Rejected:
         return exc
 
 
-def image_rows(dataset_id: int, asset_id: int, features: ImageFeatures | Rejected,
-               band_k: int) -> tuple[dict, list[dict]]:
-    """An image asset's feature row (or its decoding error) and its band index rows."""
+def feature_row(asset_id: int, features: ImageFeatures | Rejected) -> dict:
+    """An image asset's feature row, or its decoding error. Its band index rows wait for
+    the batch step that publishes it (``pipeline.nearindex``)."""
     if isinstance(features, Rejected):
         return {"asset_id": asset_id, "error": features.reason.value,
-                "error_detail": features.detail[:500]}, []
+                "error_detail": features.detail[:500]}
     f = features
-    return ({"asset_id": asset_id, "phash": f.phash, "check_hash": f.check, "thumb": f.thumb,
-             "width": f.width, "height": f.height, "format": f.format, "mode": f.mode},
-            [{"dataset_id": dataset_id, "band_no": n, "value": v, "asset_id": asset_id}
-             for n, v in band_rows(f.phash, f.check, band_k)])
+    return {"asset_id": asset_id, "phash": f.phash, "check_hash": f.check, "thumb": f.thumb,
+            "width": f.width, "height": f.height, "format": f.format, "mode": f.mode}
 
 
 def _text_features(hasher, text: str) -> tuple[dict, list[int]]:

@@ -26,7 +26,6 @@ from autods.core.dedup import (
     rule_family,
 )
 from autods.core.label import ABSTAIN, fit_predict
-from autods.core.nearimage import band_rows
 from autods.core.records import ItemStatus, Modality
 from autods.core.splits import Stratified, by_key, parse_fractions
 from autods.core.textdedup import TextNearIndex, from_bytes
@@ -42,12 +41,12 @@ from autods.db.models import (
     Label,
     LfVote,
     MinhashBand,
-    PhashBand,
     Shard,
     utcnow,
 )
 from autods.db.session import session_scope
 from autods.db.upsert import update_rows
+from autods.pipeline import nearindex
 from autods.pipeline.embed import load_vectors
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
@@ -129,6 +128,10 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
     shards = _plan_shards(db, job_id, options.shard_size, dataset, batch_no,
                           {r.id: r for r in rows}, kept)
     _record_verdicts(db, verdicts, {c.item_id: c.asset_id for c in candidates}, shards, splits)
+    by_item = {c.item_id: c for c in candidates}
+    nearindex.add_published(db, dataset, [
+        nearindex.Published(c.asset_id, c.phash, c.check) for c in map(by_item.get, kept)
+        if c.phash is not None])
     return _counts(db, job_id, chunks, verdicts) if metrics.enabled() else None
 
 
@@ -161,7 +164,7 @@ def _rules(rt: Runtime, db, dataset: Dataset, options: JobOptions,
     if options.near_enabled:
         near = ImageNearRule(dataset.near_k)
         if anything:
-            for item_id, phash, check, thumb in _published_neighbours(db, dataset, candidates):
+            for item_id, phash, check, thumb in nearindex.neighbours(db, dataset, candidates):
                 near.add_published(item_id, phash, check, thumb)
         rules.append(near)
     if texts:
@@ -228,36 +231,6 @@ def _published_minhashes(db, dataset: Dataset, texts: list[Candidate], hasher):
                 if item_id not in seen:
                     seen.add(item_id)
                     yield item_id, from_bytes(signature)
-
-
-def _published_neighbours(db, dataset: Dataset, candidates: list[Candidate]):
-    """(item, pHash, check hash, region print) of published assets sharing a band with a
-    candidate: a pHash band, or a check-hash band (``nearimage.band_rows``)."""
-    band_k = dataset.index_k
-    per_band: dict[int, set[int]] = defaultdict(set)
-    for c in candidates:
-        if c.phash is not None:
-            check = c.check if c.thumb is not None else None
-            for n, v in band_rows(c.phash, check, band_k):
-                per_band[n].add(v)
-    # One band at a time, so each lookup is a range of the (dataset, band, value) index
-    # rather than a row-value list the planner may answer with a scan.
-    seen: set[int] = set()
-    for band_no, values in sorted(per_band.items()):
-        ordered = sorted(values)
-        for start in range(0, len(ordered), 5000):
-            rows = db.execute(
-                select(Asset.kept_item_id, Feature.phash, Feature.check_hash, Feature.thumb)
-                .join(PhashBand, PhashBand.asset_id == Asset.id)
-                .join(Feature, Feature.asset_id == Asset.id)
-                .where(PhashBand.dataset_id == dataset.id, PhashBand.band_no == band_no,
-                       one_of(db, PhashBand.value, ordered[start:start + 5000]),
-                       Asset.kept_item_id.is_not(None))
-            ).all()
-            for item_id, phash, check, thumb in rows:
-                if item_id not in seen:
-                    seen.add(item_id)
-                    yield item_id, phash, check, thumb
 
 
 def _record_verdicts(db, verdicts, asset_of: dict[int, int], shards: dict[int, str],

@@ -23,6 +23,8 @@ from autods.core.nearimage import (
     SURE_CHECK,
     SURE_PHASH,
     THUMB_SIDE,
+    band_layouts,
+    band_probes,
     band_radius,
     band_rows,
     budget,
@@ -219,10 +221,28 @@ def test_close_check_hashes_bring_a_drifted_pair_to_the_region_check():
 
 
 def test_band_rows_index_the_check_hash_after_the_phash():
-    rows = band_rows(-1, 5, 10)
+    rows = band_rows(-1, 5, band_layouts(10, None))  # exact bands: k + 1 of each hash
     assert [n for n, _ in rows] == [*range(11), *range(CHECK_BAND_BASE,
                                                       CHECK_BAND_BASE + CHECK_RADIUS + 1)]
-    assert [n for n, _ in band_rows(-1, None, 4)] == list(range(5))  # no check: pHash only
+    assert [n for n, _ in band_rows(-1, None, band_layouts(4, None))] == list(range(5))
+    assert rows[11] == (CHECK_BAND_BASE, 5)  # the check hash's lowest band
+
+
+def test_a_large_index_probes_fewer_wider_bands_and_finds_every_hash_within_k():
+    """At 1M images, k=4: three bands of 21-22 bits, two probed within one bit."""
+    layouts = band_layouts(4, 1 << 20)
+    assert [hi - lo for lo, hi, _ in layouts[0]] == [21, 22, 21]
+    assert [r for *_, r in layouts[0]] == [1, 1, 0] and layouts[1] == layouts[0]
+    stored, query = 0x0123_4567_89AB_CDEF, 0x0123_4567_89AB_CDEF ^ (1 | 1 << 22 | 1 << 50)
+    check = 0x00FF_00FF_00FF_00FF
+    rows = set(band_rows(stored, check, layouts))
+    probes = band_probes(query, check ^ 0b1111, layouts)
+    assert [n for n, _ in probes] == [0, 1, 2, CHECK_BAND_BASE, CHECK_BAND_BASE + 1,
+                                      CHECK_BAND_BASE + 2]
+    assert [len(values) for _, values in probes] == [22, 23, 1, 22, 23, 1]
+    # Three bits apart, one in each pHash band: the two probed within a bit find it.
+    hits = {(n, v) for n, values in probes for v in values} & rows
+    assert {n for n, _ in hits} == {0, 1, CHECK_BAND_BASE + 1, CHECK_BAND_BASE + 2}
 
 
 def _png(img: Image.Image) -> bytes:

@@ -121,3 +121,40 @@ def test_band_indexes_keep_their_rows_and_lose_their_foreign_keys(url):
     assert sorted(_rows(engine, "SELECT * FROM phash_bands")) == [(1, 0, 42, 7), (1, 3, -5, 7)]
     assert len(sa.inspect(engine).get_foreign_keys("phash_bands")) == 2
     engine.dispose()
+
+
+def test_a_planned_band_layout_goes_back_to_exact_bands_of_the_published_images(url):
+    from autods.core.hashing import bands
+    from autods.core.nearimage import band_layouts, band_rows
+
+    cfg = _alembic(url)
+    command.upgrade(cfg, "head")
+    engine = sa.create_engine(url)
+    phash, check = -(2**63) + 12345, 0x0F0F_0F0F_0F0F_0F0F
+    with engine.begin() as conn:
+        _dataset(conn)
+        conn.execute(sa.text("UPDATE datasets SET band_k = 4, band_size = 32768, banded = 1"))
+        for asset_id, kept in ((7, None), (8, 1)):
+            conn.execute(sa.text(
+                "INSERT INTO assets (id, dataset_id, sha256, modality, mime, ext, nbytes,"
+                " storage_key, kept_item_id, created_at) VALUES (:a, 1, :s, 'image',"
+                " 'image/png', 'png', 3, 'p', :k, :t)"),
+                {"a": asset_id, "s": f"{asset_id:064x}", "k": kept, "t": STAMP})
+            conn.execute(sa.text("INSERT INTO features (asset_id, phash, check_hash) VALUES"
+                                 " (:a, :p, :c)"), {"a": asset_id, "p": phash, "c": check})
+        planned = band_rows(phash, check, band_layouts(4, 32768))  # three bands of each
+        conn.execute(sa.text("INSERT INTO phash_bands VALUES (1, :n, :v, 8)"),
+                     [{"n": n, "v": v} for n, v in planned])
+    engine.dispose()
+
+    command.downgrade(cfg, "0010")
+
+    engine = sa.create_engine(url)
+    exact = [(n, v) for n, v in enumerate(bands(phash, 4))]
+    exact += [(100 + n, v) for n, v in enumerate(bands(check, 4))]
+    assert len(planned) == 6 and len(exact) == 10
+    # The published image (8) only, in the layout older code reads.
+    assert sorted(_rows(engine, "SELECT band_no, value, asset_id FROM phash_bands")) == sorted(
+        (n, v, 8) for n, v in exact)
+    assert "band_size" not in {c["name"] for c in sa.inspect(engine).get_columns("datasets")}
+    engine.dispose()

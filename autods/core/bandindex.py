@@ -1,0 +1,107 @@
+"""Multi-index hashing: which bands of a 64-bit hash to index, and which values to probe,
+so that every stored hash within distance k of a query shares a probed value with it.
+
+Norouzi et al., "Fast Search in Hamming Space with Multi-Index Hashing": with m bands and
+radii r_i such that sum(r_i + 1) > k, a pair within distance k differs in at most r_i bits
+in some band i (otherwise it would differ in at least sum(r_i + 1) bits), so probing each
+band's table with every value within r_i of the query's band value finds it.
+
+k + 1 exact bands (radius 0) need one probe per band, but for k=4 those are 12-13 bit
+bands, each value shared by N/8192 hashes or more: a lookup compares a fixed share of the
+index once it holds more than a few thousand, and its time grows with the index. Wider
+bands probed within a radius stay selective, at the price of more probes; the layout with
+the least expected probes plus weighted comparisons for uniformly spread hashes depends on
+the index's size, so both indexes that use this plan for a size and re-plan as they
+double: ``dedup.NearIndex`` in memory and a dataset's ``phash_bands`` in the database.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from itertools import combinations
+from math import comb
+
+#: (lo, hi, radius): the bits ``lo..hi`` of a hash, probed within ``radius`` bits.
+Band = tuple[int, int, int]
+
+_MASK64 = (1 << 64) - 1
+#: A database band index is planned for at least this many hashes, then for each doubling.
+MIN_PLAN_SIZE = 1024
+#: In PostgreSQL a band row found (joined to its asset and features, region print included)
+#: costs about this many probes that find nothing: measured at 1M hashes, 14 us per row
+#: against 3 us per empty probe of a batch's sorted value list.
+DB_COMPARE_COST = 5.0
+
+
+def plan(k: int, size: int, compare_cost: float) -> tuple[Band, ...]:
+    """The bands for finding every hash within distance k among ~size hashes: the band
+    count m with the least expected probes plus ``compare_cost`` per stored hash a probe
+    finds (uniformly spread hashes)."""
+    def cost(m: int) -> float:
+        return sum(ball(hi - lo, r) * (1 + compare_cost * size / 2 ** (hi - lo))
+                   for lo, hi, r in split(k, m))
+
+    return split(k, min(range(1, min(k + 1, 64) + 1), key=cost))
+
+
+def exact(k: int) -> tuple[Band, ...]:
+    """k + 1 bands probed by equality: the layout of a dataset indexed before layouts were
+    planned for its size (``hashing.band_slices``)."""
+    return split(k, k + 1)
+
+
+def split(k: int, m: int) -> tuple[Band, ...]:
+    """m near-equal contiguous bands; the k mod m + 1 widest get radius floor(k/m) and the
+    rest one less, the smallest radii whose sum(r_i + 1) still exceeds k."""
+    edges = [round(i * 64 / m) for i in range(m + 1)]
+    slices = list(zip(edges[:-1], edges[1:], strict=True))
+    radius, extra = divmod(k, m)
+    widest_first = sorted(range(m), key=lambda i: slices[i][0] - slices[i][1])
+    wide = set(widest_first[:extra + 1])
+    return tuple((lo, hi, radius if i in wide else radius - 1)
+                 for i, (lo, hi) in enumerate(slices))
+
+
+def ball(width: int, radius: int) -> int:
+    """How many values lie within ``radius`` bits of one ``width``-bit value."""
+    return sum(comb(width, i) for i in range(min(radius, width) + 1))
+
+
+@cache
+def flips(width: int, radius: int) -> tuple[int, ...]:
+    """Every XOR mask of at most ``radius`` set bits among ``width``: one probe each."""
+    return tuple(sum(1 << bit for bit in bits) for r in range(min(radius, width) + 1)
+                 for bits in combinations(range(width), r))
+
+
+def plan_size(count: int) -> int:
+    """The size a database index of ``count`` hashes is planned for: ``MIN_PLAN_SIZE``
+    doubled until it holds them, so the layout changes O(log n) times."""
+    size = MIN_PLAN_SIZE
+    while size < count:
+        size *= 2
+    return size
+
+
+def stored_value(unsigned: int, lo: int, hi: int) -> int:
+    """A band's value as a signed 64-bit column holds it (only a whole-hash band, k=0,
+    can reach the sign bit)."""
+    value = (unsigned >> lo) & ((1 << (hi - lo)) - 1)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def rows(value: int, layout: tuple[Band, ...]) -> list[int]:
+    """A hash's value in each band of ``layout``, as stored."""
+    unsigned = value & _MASK64
+    return [stored_value(unsigned, lo, hi) for lo, hi, _ in layout]
+
+
+def probes(value: int, layout: tuple[Band, ...]) -> list[list[int]]:
+    """Per band of ``layout``, the stored values a lookup of this hash probes: its own and
+    each within the band's radius."""
+    unsigned = value & _MASK64
+    found = []
+    for lo, hi, radius in layout:
+        own = (unsigned >> lo) & ((1 << (hi - lo)) - 1)
+        found.append([stored_value(own ^ f, 0, hi - lo) for f in flips(hi - lo, radius)])
+    return found

@@ -1,0 +1,51 @@
+"""Band layouts of the database's near-duplicate index: every hash within k is found, at
+every size a dataset's layout is planned for, and band values fit a signed 64-bit column."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autods.core import bandindex
+
+
+@settings(max_examples=300, deadline=None)
+@given(k=st.integers(0, 12), doublings=st.integers(0, 14), stored=st.integers(0, 2**64 - 1),
+       bits=st.sets(st.integers(0, 63), max_size=12), data=st.data())
+def test_a_hash_within_k_shares_a_probed_value_in_some_band(k, doublings, stored, bits, data):
+    bits = sorted(bits)[:k]
+    query = stored
+    for bit in bits:
+        query ^= 1 << bit
+    layout = bandindex.plan(k, bandindex.MIN_PLAN_SIZE << doublings, bandindex.DB_COMPARE_COST)
+    if data.draw(st.booleans()):
+        layout = bandindex.exact(k)
+    rows = bandindex.rows(stored, layout)
+    probes = bandindex.probes(query, layout)
+    assert any(row in values for row, values in zip(rows, probes, strict=True))
+    # Probes are what ``flips`` says: the band's own value and each within its radius.
+    assert [len(v) for v in probes] == [bandindex.ball(hi - lo, r) for lo, hi, r in layout]
+
+
+def test_a_hash_beyond_every_radius_is_not_probed():
+    layout = bandindex.split(4, 3)  # radii 1, 1, 0
+    stored = 0
+    query = 0b11 | 0b11 << 21 | 1 << 43  # two bits in each probed band, one in the exact
+    assert not any(row in values for row, values in
+                   zip(bandindex.rows(stored, layout), bandindex.probes(query, layout),
+                       strict=True))
+
+
+def test_values_fit_a_signed_bigint_even_for_a_whole_hash_band():
+    for value in (0, 1, 2**63 - 1, 2**63, 2**64 - 1, -1):
+        (row,) = bandindex.rows(value, bandindex.exact(0))
+        assert -2**63 <= row < 2**63 and row & (2**64 - 1) == value & (2**64 - 1)
+        assert row in bandindex.probes(value, bandindex.exact(0))[0]
+
+
+def test_plans_widen_as_the_index_grows_and_sizes_double():
+    assert [bandindex.plan_size(n) for n in (0, 1024, 1025, 5000)] == [1024, 1024, 2048, 8192]
+    widths = {size: len(bandindex.plan(4, size, bandindex.DB_COMPARE_COST))
+              for size in (1024, 8192, 32768, 1 << 20)}
+    assert widths == {1024: 5, 8192: 4, 32768: 3, 1 << 20: 3}
+    assert bandindex.plan(4, 1024, bandindex.DB_COMPARE_COST) == bandindex.exact(4)

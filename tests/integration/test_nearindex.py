@@ -1,0 +1,168 @@
+"""The dataset's band index in the database: what the batch step adds, what it lays out
+again as the dataset grows (in SQL, on PostgreSQL and SQLite alike), and what lookups find.
+
+Every check compares with Python: the rows are those ``band_rows`` gives each published
+image in the dataset's current layout, and a lookup finds every published image within
+the bands' distances of a query, by brute force over the hashes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+
+import pytest
+from sqlalchemy import select, update
+
+from autods.core import bandindex
+from autods.core.dedup import Candidate
+from autods.core.hashing import hamming
+from autods.core.nearimage import CHECK_RADIUS, band_rows
+from autods.db.models import Asset, Dataset, Feature, Item, Job, PhashBand
+from autods.db.session import engine_for, session_scope, upgrade
+from autods.pipeline import nearindex
+
+pytestmark = pytest.mark.integration
+
+NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+K = 4
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request, tmp_path):
+    if request.param == "postgresql":
+        return engine_for(request.getfixturevalue("pg_url"))
+    url = f"sqlite:///{tmp_path / 'bands.sqlite'}"
+    upgrade(url)
+    return engine_for(url)
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+class _Dataset:
+    """A dataset whose images are published in batches, as the batch step does."""
+
+    def __init__(self, engine, band_size: int | None = bandindex.MIN_PLAN_SIZE) -> None:
+        self.engine = engine
+        self.rng = random.Random(7)
+        self.hashes: dict[int, tuple[int, int]] = {}  # asset -> (pHash, check), signed
+        with session_scope(engine) as db:
+            ds = Dataset(name=f"bands-{uuid.uuid4().hex}", output_url="file:///o", near_k=K,
+                         band_k=K, band_size=band_size, created_at=NOW)
+            db.add(ds)
+            db.flush()
+            job = Job(dataset_id=ds.id, status="running", sources=[], params={},
+                      fingerprint="f", n_items=0, n_chunks=0, n_batches=0, created_at=NOW)
+            db.add(job)
+            db.flush()
+            self.id, self.job = ds.id, job.id
+
+    def store(self, n: int, near: list[int] | None = None) -> list[int]:
+        """n new images (the first ones near copies of ``near``'s hashes), not published."""
+        near = near or []
+        ids = []
+        with session_scope(self.engine) as db:
+            for i in range(n):
+                if i < len(near):
+                    base = self.hashes[near[i]]
+                    phash = _signed(base[0] & (2**64 - 1) ^ (1 << 3 | 1 << 30 | 1 << 60))
+                    check = _signed(base[1] & (2**64 - 1) ^ (1 << 11))
+                else:
+                    phash = _signed(self.rng.getrandbits(64))
+                    check = _signed(self.rng.getrandbits(64))
+                asset = Asset(dataset_id=self.id, sha256=f"{self.rng.getrandbits(256):064x}",
+                              modality="image", mime="image/png", ext="png", nbytes=1,
+                              storage_key="p", created_at=NOW)
+                db.add(asset)
+                db.flush()
+                db.add(Feature(asset_id=asset.id, phash=phash, check_hash=check,
+                               thumb=bytes(256)))
+                self.hashes[asset.id] = (phash, check)
+                ids.append(asset.id)
+        return ids
+
+    def publish(self, assets: list[int]) -> None:
+        with session_scope(self.engine) as db:
+            for asset_id in assets:
+                item = Item(job_id=self.job, ordinal=asset_id, chunk_no=0, modality="image",
+                            uri=f"file:///{asset_id}", status="published", asset_id=asset_id)
+                db.add(item)
+                db.flush()
+                db.execute(update(Asset).where(Asset.id == asset_id)
+                           .values(kept_item_id=item.id))
+            dataset = db.get(Dataset, self.id, with_for_update=True)
+            nearindex.add_published(db, dataset, [
+                nearindex.Published(a, *self.hashes[a]) for a in assets])
+
+    def index(self) -> tuple[Dataset, set[tuple[int, int, int]]]:
+        with session_scope(self.engine) as db:
+            dataset = db.get(Dataset, self.id)
+            db.expunge(dataset)
+            rows = set(db.execute(select(PhashBand.band_no, PhashBand.value,
+                                         PhashBand.asset_id)
+                                  .where(PhashBand.dataset_id == self.id)).tuples())
+        return dataset, rows
+
+    def expected_rows(self, dataset: Dataset, published: list[int]) -> set:
+        plan = nearindex.layouts(dataset)
+        return {(n, v, a) for a in published
+                for n, v in band_rows(*self.hashes[a], plan)}
+
+
+def test_published_images_are_indexed_and_laid_out_again_as_the_dataset_doubles(
+        engine, monkeypatch):
+    # Comparisons made dear plan wider bands from a few images on: the layout changes
+    # while the test's dataset doubles from 2 to 64 images.
+    monkeypatch.setattr(bandindex, "MIN_PLAN_SIZE", 2)
+    monkeypatch.setattr(bandindex, "DB_COMPARE_COST", 3e3)
+    ds = _Dataset(engine, band_size=2)
+    stored_only = ds.store(3)  # stored but never published: never in the index
+    published: list[int] = []
+    layouts_seen = set()
+    for batch in range(6):
+        assets = ds.store(2 ** batch, near=published[-2:])
+        ds.publish(assets)
+        published += assets
+        dataset, rows = ds.index()
+        assert dataset.banded == len(published)
+        assert dataset.band_size == bandindex.plan_size(len(published))
+        assert rows == ds.expected_rows(dataset, published)
+        assert not {a for *_, a in rows} & set(stored_only)
+        layouts_seen.add(nearindex.layouts(dataset))
+    assert len(layouts_seen) >= 3  # laid out again at least twice, in SQL
+
+    # A lookup finds every published image within k of a query's pHash or within
+    # CHECK_RADIUS of its check hash (near copies of published images included).
+    queries = [ds.hashes[a] for a in published[::5]]
+    queries = [(p ^ (1 << 5 | 1 << 40), c ^ 0b101) for p, c in queries]
+    queries += [(_signed(random.Random(i).getrandbits(64)), 0) for i in range(20)]
+    candidates = [Candidate(i, i, -i, p, c, bytes(256)) for i, (p, c) in enumerate(queries)]
+    with session_scope(engine) as db:
+        dataset = db.get(Dataset, ds.id)
+        found = {(phash, check) for _, phash, check, _ in
+                 nearindex.neighbours(db, dataset, candidates)}
+    within = {ds.hashes[a] for a in published for p, c in queries
+              if hamming(p, ds.hashes[a][0]) <= K or hamming(c, ds.hashes[a][1]) <= CHECK_RADIUS}
+    assert len(within) >= len(published[::5]) and within <= found
+
+
+def test_a_dataset_indexed_before_layouts_counts_its_images_once_and_keeps_exact_bands(engine):
+    ds = _Dataset(engine, band_size=None)
+    first = ds.store(5)
+    with session_scope(engine) as db:  # what older code wrote: exact bands of every image
+        db.execute(PhashBand.__table__.insert(), [
+            {"dataset_id": ds.id, "band_no": n, "value": v, "asset_id": a}
+            for a in first for n, v in band_rows(*ds.hashes[a], nearindex.layouts(
+                db.get(Dataset, ds.id)))])
+    ds.publish(first[:3])  # two of them were only stored; they stay, harmless
+    more = ds.store(4)
+    ds.publish(more)
+    dataset, rows = ds.index()
+    # Counted once at its first batch step (3), then added to (4); the plan for 1024 is
+    # the exact layout, so nothing was rebuilt and the older rows stay.
+    assert (dataset.band_size, dataset.banded) == (bandindex.MIN_PLAN_SIZE, 7)
+    assert nearindex.layouts(dataset) == (bandindex.exact(K), bandindex.exact(CHECK_RADIUS))
+    assert rows == ds.expected_rows(dataset, first + more)
