@@ -194,7 +194,8 @@ better. Inputs are deterministic: 512x512 JPEGs (quality 90) drawn by
    submitting process, the largest chord header (chunks per batch) and the time per item; and the
    near-duplicate lookup per item with 10k vs 1M stored hashes, both in memory
    (`NearIndex.nearest`) and in PostgreSQL (`nearindex.neighbours` over generated
-   `phash_bands` rows in the layout a dataset of that size has), also at 100k to show the slope. Targets: RSS and time per item
+   `phash_bands` rows in the layout a dataset of that size has), also at 100k to show the
+   slope. Targets: RSS and time per item
    growth <= 1.2x, chord header unchanged, lookup growth sub-linear: < 100x for 100x the hashes,
    and < 10x over the last decade (100k → 1M) alone, where fixed per-call costs no longer
    hide the growth.
