@@ -52,8 +52,7 @@ def neighbours(db, dataset: Dataset, candidates: Sequence[Candidate]
     per_band: dict[int, set[int]] = defaultdict(set)
     for c in candidates:
         if c.phash is not None:
-            check = c.check if c.thumb is not None else None
-            for n, values in band_probes(c.phash, check, plan):
+            for n, values in band_probes(c.phash, c.check, plan):
                 per_band[n].update(values)
     # One band at a time, so each lookup is a range of the (dataset, band, value) index
     # rather than a row-value list the planner may answer with a scan.

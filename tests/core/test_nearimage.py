@@ -11,6 +11,8 @@ import statistics
 
 import imagehash
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from autods.core.dedup import Candidate, ImageNearRule, resolve
@@ -278,3 +280,24 @@ def test_a_copy_trimmed_by_a_pixel_is_confirmed_by_its_close_hashes():
     assert text.startswith(f"phash={phash_d},dhash_v={check_d}<=") and "region=11.6" in text
     # Two more bits of either hash and the region prints decide alone.
     assert confirm(phash_d + SURE_PHASH + 1, a.check, b.check, 4, a.thumb, b.thumb) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(k=st.integers(0, 10), phash=st.integers(0, 2**64 - 1), check=st.integers(0, 2**64 - 1),
+       phash_bits=st.sets(st.integers(0, 63), max_size=12),
+       check_bits=st.sets(st.integers(0, 63), max_size=7),
+       thumbs=st.sampled_from(["both", "one", "none"]), with_checks=st.booleans())
+def test_the_rule_finds_every_pair_it_would_confirm(k, phash, check, phash_bits, check_bits,
+                                                    thumbs, with_checks):
+    """The pHash index searches only the band radius; the check index covers the rest."""
+    other_phash = phash ^ sum(1 << b for b in phash_bits)
+    other_check = check ^ sum(1 << b for b in check_bits)
+    thumb = bytes(THUMB_SIDE * THUMB_SIDE)
+    thumb_a = thumb if thumbs != "none" else None
+    thumb_b = thumb if thumbs == "both" else None
+    checks = (check, other_check) if with_checks else (None, None)
+    rule = ImageNearRule(k)
+    rule.add_published(1, phash, checks[0], thumb_a)
+    found = rule.match(Candidate(2, 2, 2, other_phash, checks[1], thumb_b))
+    expected = confirm(len(phash_bits), checks[0], checks[1], k, thumb_a, thumb_b)
+    assert (found is not None) == (expected is not None)
