@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-from sqlalchemy import func, insert, literal, literal_column, select, text
+from sqlalchemy import func, insert, literal, literal_column, select
 
 from autods.core import bandindex
 from autods.core.dedup import Candidate
@@ -74,9 +74,10 @@ def neighbours(db, dataset: Dataset, candidates: Sequence[Candidate]
                     yield item_id, phash, check, thumb
 
 
-def add_published(db, dataset: Dataset, published: Sequence[Published]) -> None:
+def add_published(db, dataset: Dataset, published: Sequence[Published]) -> bool:
     """Index the images a batch step has just published (their assets already name their
-    item); lay the whole index out again when the dataset outgrows its layout's plan."""
+    item); lay the whole index out again when the dataset outgrows its layout's plan.
+    True when the dataset's published images doubled (the caller refreshes statistics)."""
     if dataset.band_size is None:
         # Indexed before layouts were planned: count what it holds once, this batch included.
         dataset.banded = db.scalar(select(func.count()).select_from(Asset)
@@ -94,12 +95,7 @@ def add_published(db, dataset: Dataset, published: Sequence[Published]) -> None:
             {"dataset_id": dataset.id, "band_no": n, "value": v, "asset_id": p.asset_id}
             for p in published for n, v in band_rows(p.phash, p.check, plan)],
             conflict=("dataset_id", "band_no", "value", "asset_id"))
-    if dataset.band_size != planned_for and db.get_bind().dialect.name == "postgresql":
-        # A table that doubled within one job may not have been analysed (autovacuum runs
-        # on its own schedule, or not at all): without statistics the planner reads every
-        # row of a band and filters it by the batch's value list, 550 ms a query at 40k
-        # images instead of 10 ms by the index. Once per doubling, ~0.1 s at most.
-        db.execute(text("ANALYZE phash_bands"))
+    return dataset.band_size != planned_for
 
 
 def _published_images(dataset: Dataset, column):

@@ -45,6 +45,7 @@ from autods.db.models import (
     utcnow,
 )
 from autods.db.session import session_scope
+from autods.db.stats import analyze
 from autods.db.upsert import update_rows
 from autods.pipeline import nearindex
 from autods.pipeline.embed import load_vectors
@@ -129,9 +130,10 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
                           {r.id: r for r in rows}, kept)
     _record_verdicts(db, verdicts, {c.item_id: c.asset_id for c in candidates}, shards, splits)
     by_item = {c.item_id: c for c in candidates}
-    nearindex.add_published(db, dataset, [
-        nearindex.Published(c.asset_id, c.phash, c.check) for c in map(by_item.get, kept)
-        if c.phash is not None])
+    if nearindex.add_published(db, dataset, [
+            nearindex.Published(c.asset_id, c.phash, c.check) for c in map(by_item.get, kept)
+            if c.phash is not None]):
+        analyze(db)
     return _counts(db, job_id, chunks, verdicts) if metrics.enabled() else None
 
 
