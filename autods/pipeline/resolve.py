@@ -96,11 +96,19 @@ def resolve_batch(rt: Runtime, job_id: int, batch_no: int) -> bool:
     return after is not None and after.ready_at is not None and after.resolved_at is None
 
 
+def lock_dataset(db, dataset_id: int) -> Dataset:
+    """The dataset's row, locked until the transaction ends: concurrent jobs on one dataset
+    resolve in turns. ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: the foreign-key checks of
+    the rows ingest inserts meanwhile (assets) take a key-share lock on the same row, which
+    ``FOR UPDATE`` would make wait for the whole batch step."""
+    return db.scalar(select(Dataset).where(Dataset.id == dataset_id)
+                     .with_for_update(key_share=True))
+
+
 def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts | None:
     job = db.get(Job, job_id)
     options = JobOptions.from_params(job.params)
-    # Serialise resolution per dataset: concurrent jobs on one dataset take turns.
-    dataset = db.scalar(select(Dataset).where(Dataset.id == job.dataset_id).with_for_update())
+    dataset = lock_dataset(db, job.dataset_id)
     chunks = select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
     rows = db.execute(
         select(Item.id, Item.ordinal, Item.asset_id, Asset.modality, Asset.ext, Asset.sha256,
