@@ -23,6 +23,8 @@ from math import comb
 
 #: (lo, hi, radius): the bits ``lo..hi`` of a hash, probed within ``radius`` bits.
 Band = tuple[int, int, int]
+#: A band of the database index: the hash bits it gathers (lowest first) and its radius.
+BitBand = tuple[tuple[int, ...], int]
 
 _MASK64 = (1 << 64) - 1
 #: A database band index is planned for at least this many hashes, then for each doubling.
@@ -84,25 +86,66 @@ def plan_size(count: int) -> int:
     return size
 
 
-def stored_value(unsigned: int, lo: int, hi: int) -> int:
-    """A band's value as a signed 64-bit column holds it (only a whole-hash band, k=0,
-    can reach the sign bit)."""
-    value = (unsigned >> lo) & ((1 << (hi - lo)) - 1)
+def contiguous(layout: tuple[Band, ...]) -> tuple[BitBand, ...]:
+    """``layout``'s bands as the bits they gather: each a run of adjacent bits."""
+    return tuple((tuple(range(lo, hi)), radius) for lo, hi, radius in layout)
+
+
+def strided(layout: tuple[Band, ...]) -> tuple[BitBand, ...]:
+    """As many bands with the same radii, band i of m gathering bits i, i + m, i + 2m...
+
+    A hash's adjacent bits are alike across a collection: a pHash's low DCT frequencies,
+    a check hash's rows. Where some of them barely vary (gradients, flat backgrounds,
+    generated images), a contiguous band made of them holds a few values shared by
+    hundreds of hashes, and every lookup that probes one reads them all. Strided bands mix
+    every part of the hash: on the scale benchmark's images, 2.6 rows per lookup at 40k
+    hashes instead of 22.8 (1.3 for uniform hashes), the largest bucket 6 instead of 142.
+    The widest bands get the widest radii, as ``split`` gives them.
+    """
+    m = len(layout)
+    bands = [tuple(range(i, 64, m)) for i in range(m)]
+    radii = sorted((radius for *_, radius in layout), reverse=True)
+    widest_first = sorted(range(m), key=lambda i: -len(bands[i]))
+    radius_of = {i: radii[rank] for rank, i in enumerate(widest_first)}
+    return tuple((bands[i], radius_of[i]) for i in range(m))
+
+
+@cache
+def _byte_tables(bits: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Per byte of a hash (lowest first), what each of its 256 values adds to the band's
+    value: gathering a band is then eight lookups, not a loop over its bits."""
+    tables = []
+    for byte in range(8):
+        mine = [(j, b - 8 * byte) for j, b in enumerate(bits) if b // 8 == byte]
+        tables.append(tuple(sum(1 << j for j, b in mine if v >> b & 1) for v in range(256)))
+    return tuple(tables)
+
+
+def gather(unsigned: int, bits: tuple[int, ...]) -> int:
+    """The band's value: bit j is the hash's bit ``bits[j]``."""
+    value = 0
+    for table, byte in zip(_byte_tables(bits), unsigned.to_bytes(8, "little"), strict=True):
+        value |= table[byte]
+    return value
+
+
+def _signed(value: int) -> int:
+    """As a signed 64-bit column holds it (only a whole-hash band, k=0, reaches bit 63)."""
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def rows(value: int, layout: tuple[Band, ...]) -> list[int]:
+def rows(value: int, layout: tuple[BitBand, ...]) -> list[int]:
     """A hash's value in each band of ``layout``, as stored."""
     unsigned = value & _MASK64
-    return [stored_value(unsigned, lo, hi) for lo, hi, _ in layout]
+    return [_signed(gather(unsigned, bits)) for bits, _ in layout]
 
 
-def probes(value: int, layout: tuple[Band, ...]) -> list[list[int]]:
+def probes(value: int, layout: tuple[BitBand, ...]) -> list[list[int]]:
     """Per band of ``layout``, the stored values a lookup of this hash probes: its own and
     each within the band's radius."""
     unsigned = value & _MASK64
     found = []
-    for lo, hi, radius in layout:
-        own = (unsigned >> lo) & ((1 << (hi - lo)) - 1)
-        found.append([stored_value(own ^ f, 0, hi - lo) for f in flips(hi - lo, radius)])
+    for bits, radius in layout:
+        own = gather(unsigned, bits)
+        found.append([_signed(own ^ f) for f in flips(len(bits), radius)])
     return found

@@ -71,7 +71,7 @@ from typing import Any
 import numpy as np
 
 from autods.core import bandindex
-from autods.core.bandindex import Band
+from autods.core.bandindex import BitBand
 
 # The weight of a check bit against a pHash bit in the combined distance.
 CHECK_WEIGHT = 2
@@ -111,18 +111,20 @@ def band_radius(k: int) -> int:
     return k if (k + 1) // 2 <= CHECK_RADIUS else candidate_radius(k)
 
 
-def band_layouts(band_k: int, size: int | None) -> tuple[tuple[Band, ...], tuple[Band, ...]]:
+def band_layouts(band_k: int, size: int | None
+                 ) -> tuple[tuple[BitBand, ...], tuple[BitBand, ...]]:
     """The pHash's and the check hash's bands in a dataset's band index planned for
-    ``size`` hashes (``bandindex.plan``); None: the exact bands of an index made before
-    layouts were planned."""
+    ``size`` hashes (``bandindex.plan``, strided); None: the contiguous exact bands of an
+    index made before layouts were planned."""
     if size is None:
-        return bandindex.exact(band_k), bandindex.exact(CHECK_RADIUS)
-    return (bandindex.plan(band_k, size, bandindex.DB_COMPARE_COST),
-            bandindex.plan(CHECK_RADIUS, size, bandindex.DB_COMPARE_COST))
+        return (bandindex.contiguous(bandindex.exact(band_k)),
+                bandindex.contiguous(bandindex.exact(CHECK_RADIUS)))
+    return (bandindex.strided(bandindex.plan(band_k, size, bandindex.DB_COMPARE_COST)),
+            bandindex.strided(bandindex.plan(CHECK_RADIUS, size, bandindex.DB_COMPARE_COST)))
 
 
 def band_rows(phash: int, check: int | None,
-              layouts: tuple[tuple[Band, ...], tuple[Band, ...]]) -> list[tuple[int, int]]:
+              layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]) -> list[tuple[int, int]]:
     """(band number, value) of an image in the band index: the pHash's bands, then the
     check hash's from ``CHECK_BAND_BASE``."""
     rows = list(enumerate(bandindex.rows(phash, layouts[0])))
@@ -133,7 +135,7 @@ def band_rows(phash: int, check: int | None,
 
 
 def band_probes(phash: int, check: int | None,
-                layouts: tuple[tuple[Band, ...], tuple[Band, ...]]
+                layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]
                 ) -> list[tuple[int, list[int]]]:
     """(band number, values) a lookup of an image probes: within each band's radius."""
     probes = list(enumerate(bandindex.probes(phash, layouts[0])))

@@ -110,12 +110,29 @@ def _rebuild(db, dataset: Dataset) -> None:
     phash_bands, check_bands = layouts(dataset)
     for column, base, plan in ((Feature.phash, 0, phash_bands),
                                (Feature.check_hash, CHECK_BAND_BASE, check_bands)):
-        for n, (lo, hi, _) in enumerate(plan):
-            # Literal shift counts and masks: PostgreSQL shifts a bigint by an integer only.
-            value = column if hi - lo == 64 else column.op(">>")(literal_column(str(lo))).op(
-                "&")(literal_column(str((1 << (hi - lo)) - 1)))
+        for n, (bits, _) in enumerate(plan):
+            value = _gathered(column, bits)
             db.execute(insert(PhashBand).from_select(
                 ["dataset_id", "band_no", "value", "asset_id"],
                 select(literal(dataset.id), literal(base + n), value, Asset.id)
                 .join(Feature, Feature.asset_id == Asset.id)
                 .where(*_published_images(dataset, column))))
+
+
+def _gathered(column, bits: tuple[int, ...]):
+    """``bandindex.gather`` in SQL: a shift and a mask for a run of adjacent bits, else
+    one term per bit. Literal shift counts and masks: PostgreSQL shifts a bigint by an
+    integer only."""
+    def lit(n: int):
+        return literal_column(str(n))
+
+    if len(bits) == 64:
+        return column
+    if bits == tuple(range(bits[0], bits[0] + len(bits))):
+        return column.op(">>")(lit(bits[0])).op("&")(lit((1 << len(bits)) - 1))
+    terms = [column.op(">>")(lit(b)).op("&")(lit(1)).op("<<")(lit(j))
+             for j, b in enumerate(bits)]
+    value = terms[0]
+    for term in terms[1:]:
+        value = value.op("|")(term)
+    return value

@@ -17,18 +17,21 @@ def test_a_hash_within_k_shares_a_probed_value_in_some_band(k, doublings, stored
     query = stored
     for bit in bits:
         query ^= 1 << bit
-    layout = bandindex.plan(k, bandindex.MIN_PLAN_SIZE << doublings, bandindex.DB_COMPARE_COST)
+    layout = bandindex.strided(
+        bandindex.plan(k, bandindex.MIN_PLAN_SIZE << doublings, bandindex.DB_COMPARE_COST))
     if data.draw(st.booleans()):
-        layout = bandindex.exact(k)
+        layout = bandindex.contiguous(bandindex.exact(k))
     rows = bandindex.rows(stored, layout)
     probes = bandindex.probes(query, layout)
     assert any(row in values for row, values in zip(rows, probes, strict=True))
     # Probes are what ``flips`` says: the band's own value and each within its radius.
-    assert [len(v) for v in probes] == [bandindex.ball(hi - lo, r) for lo, hi, r in layout]
+    assert [len(v) for v in probes] == [bandindex.ball(len(bits), r) for bits, r in layout]
+    # Every bit in exactly one band.
+    assert sorted(b for bits, _ in layout for b in bits) == list(range(64))
 
 
 def test_a_hash_beyond_every_radius_is_not_probed():
-    layout = bandindex.split(4, 3)  # radii 1, 1, 0
+    layout = bandindex.contiguous(bandindex.split(4, 3))  # radii 1, 1, 0
     stored = 0
     query = 0b11 | 0b11 << 21 | 1 << 43  # two bits in each probed band, one in the exact
     assert not any(row in values for row, values in
@@ -38,9 +41,10 @@ def test_a_hash_beyond_every_radius_is_not_probed():
 
 def test_values_fit_a_signed_bigint_even_for_a_whole_hash_band():
     for value in (0, 1, 2**63 - 1, 2**63, 2**64 - 1, -1):
-        (row,) = bandindex.rows(value, bandindex.exact(0))
+        layout = bandindex.contiguous(bandindex.exact(0))
+        (row,) = bandindex.rows(value, layout)
         assert -2**63 <= row < 2**63 and row & (2**64 - 1) == value & (2**64 - 1)
-        assert row in bandindex.probes(value, bandindex.exact(0))[0]
+        assert row in bandindex.probes(value, layout)[0]
 
 
 def test_plans_widen_as_the_index_grows_and_sizes_double():
@@ -49,3 +53,11 @@ def test_plans_widen_as_the_index_grows_and_sizes_double():
               for size in (1024, 8192, 32768, 1 << 20)}
     assert widths == {1024: 5, 8192: 4, 32768: 3, 1 << 20: 3}
     assert bandindex.plan(4, 1024, bandindex.DB_COMPARE_COST) == bandindex.exact(4)
+
+
+def test_strided_bands_gather_every_mth_bit_and_keep_the_radii():
+    layout = bandindex.strided(bandindex.split(4, 3))
+    assert [bits[:3] for bits, _ in layout] == [(0, 3, 6), (1, 4, 7), (2, 5, 8)]
+    assert [(len(bits), r) for bits, r in layout] == [(22, 1), (21, 1), (21, 0)]
+    # Bit 3 is the second bit of band 0; bits 1 and 63 the first and last of bands 1, 0.
+    assert bandindex.rows(1 << 3 | 1 << 1 | 1 << 63, layout) == [0b10 | 1 << 21, 1, 0]

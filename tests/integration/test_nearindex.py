@@ -152,20 +152,24 @@ def test_published_images_are_indexed_and_laid_out_again_as_the_dataset_doubles(
     assert len(within) >= len(published[::5]) and within <= found
 
 
-def test_a_dataset_indexed_before_layouts_counts_its_images_once_and_keeps_exact_bands(engine):
+def test_a_dataset_indexed_before_layouts_counts_its_images_once_and_is_laid_out_again(
+        engine):
     ds = _Dataset(engine, band_size=None)
     first = ds.store(5)
     with session_scope(engine) as db:  # what older code wrote: exact bands of every image
+        legacy = nearindex.layouts(db.get(Dataset, ds.id))
         db.execute(PhashBand.__table__.insert(), [
             {"dataset_id": ds.id, "band_no": n, "value": v, "asset_id": a}
-            for a in first for n, v in band_rows(*ds.hashes[a], nearindex.layouts(
-                db.get(Dataset, ds.id)))])
-    ds.publish(first[:3])  # two of them were only stored; they stay, harmless
+            for a in first for n, v in band_rows(*ds.hashes[a], legacy)])
+    assert legacy == (bandindex.contiguous(bandindex.exact(K)),
+                      bandindex.contiguous(bandindex.exact(CHECK_RADIUS)))
+    ds.publish(first[:3])  # two of them were only stored
     more = ds.store(4)
     ds.publish(more)
     dataset, rows = ds.index()
-    # Counted once at its first batch step (3), then added to (4); the plan for 1024 is
-    # the exact layout, so nothing was rebuilt and the older rows stay.
+    # Counted once at its first batch step (3), then added to (4); laid out again in
+    # strided bands, which holds the published images only.
     assert (dataset.band_size, dataset.banded) == (bandindex.MIN_PLAN_SIZE, 7)
-    assert nearindex.layouts(dataset) == (bandindex.exact(K), bandindex.exact(CHECK_RADIUS))
-    assert rows == ds.expected_rows(dataset, first + more)
+    assert nearindex.layouts(dataset) != legacy
+    assert rows == ds.expected_rows(dataset, first[:3] + more)
+    assert ds.doubled == [True, False]
