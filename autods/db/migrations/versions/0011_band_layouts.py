@@ -17,6 +17,8 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
+COLUMNS = ("dataset_id", "band_no", "value", "asset_id")
+
 
 def upgrade() -> None:
     with op.batch_alter_table("datasets") as batch:
@@ -33,21 +35,30 @@ def _exact_bands(k: int) -> list[tuple[int, int]]:
 def downgrade() -> None:
     """Rebuild each planned index in the exact bands older code reads: k + 1 pHash bands,
     five check-hash bands from band 100, for the published images."""
+    datasets = sa.table("datasets", sa.column("id"), sa.column("band_k"), sa.column("near_k"),
+                        sa.column("band_size"))
+    assets = sa.table("assets", sa.column("id"), sa.column("dataset_id"),
+                      sa.column("kept_item_id"))
+    features = sa.table("features", sa.column("asset_id"), sa.column("phash", sa.BigInteger),
+                        sa.column("check_hash", sa.BigInteger))
+    bands = sa.table("phash_bands", *(sa.column(c) for c in COLUMNS))
     conn = op.get_bind()
-    planned = conn.execute(sa.text(
-        "SELECT id, coalesce(band_k, near_k) FROM datasets WHERE band_size IS NOT NULL")).all()
+    planned = conn.execute(sa.select(datasets.c.id,
+                                     sa.func.coalesce(datasets.c.band_k, datasets.c.near_k))
+                           .where(datasets.c.band_size.is_not(None))).all()
     for dataset_id, k in planned:
-        conn.execute(sa.text("DELETE FROM phash_bands WHERE dataset_id = :d"), {"d": dataset_id})
-        for column, base, radius in (("phash", 0, k), ("check_hash", 100, 4)):
+        conn.execute(bands.delete().where(bands.c.dataset_id == dataset_id))
+        for column, base, radius in ((features.c.phash, 0, k),
+                                     (features.c.check_hash, 100, 4)):
             for n, (lo, hi) in enumerate(_exact_bands(radius)):
-                value = (f"f.{column}" if hi - lo == 64
-                         else f"(f.{column} >> {lo}) & {(1 << (hi - lo)) - 1}")
-                conn.execute(sa.text(
-                    f"INSERT INTO phash_bands (dataset_id, band_no, value, asset_id) "
-                    f"SELECT a.dataset_id, {base + n}, {value}, a.id FROM assets a "
-                    f"JOIN features f ON f.asset_id = a.id WHERE a.dataset_id = :d "
-                    f"AND a.kept_item_id IS NOT NULL AND f.{column} IS NOT NULL"),
-                    {"d": dataset_id})
+                mask = sa.literal_column(str((1 << (hi - lo)) - 1))
+                value = (column if hi - lo == 64
+                         else column.op(">>")(sa.literal_column(str(lo))).op("&")(mask))
+                conn.execute(bands.insert().from_select(COLUMNS, sa.select(
+                    assets.c.dataset_id, sa.literal_column(str(base + n)), value, assets.c.id)
+                    .join(features, features.c.asset_id == assets.c.id)
+                    .where(assets.c.dataset_id == dataset_id,
+                           assets.c.kept_item_id.is_not(None), column.is_not(None))))
     with op.batch_alter_table("datasets") as batch:
         batch.drop_column("banded")
         batch.drop_column("band_size")
