@@ -48,8 +48,9 @@ def plan(k: int, size: int, compare_cost: float) -> tuple[Band, ...]:
 
 
 def exact(k: int) -> tuple[Band, ...]:
-    """k + 1 bands probed by equality: the layout of a dataset indexed before layouts were
-    planned for its size (``hashing.band_slices``)."""
+    """k + 1 bands probed by equality: two hashes within distance k share one (k differing
+    bits touch at most k bands). The layout of a dataset indexed before layouts were
+    planned for its size."""
     return split(k, k + 1)
 
 

@@ -93,19 +93,3 @@ def hash_hex(value: int) -> str:
 
 def hamming(a: int, b: int) -> int:
     return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
-
-
-def band_slices(k: int) -> list[tuple[int, int]]:
-    """Split 64 bits into k+1 contiguous bands: two hashes within distance k share a band.
-
-    By pigeonhole, k differing bits can touch at most k bands, so one of k+1 bands is equal.
-    """
-    n = k + 1
-    edges = [round(i * 64 / n) for i in range(n + 1)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
-
-
-def bands(phash: int, k: int) -> list[int]:
-    """The band values of a hash, each tagged with its band's bits only."""
-    unsigned = phash & 0xFFFFFFFFFFFFFFFF
-    return [(unsigned >> lo) & ((1 << (hi - lo)) - 1) for lo, hi in band_slices(k)]

@@ -20,7 +20,7 @@ Three features of the same 32x32 greyscale thumbnail, from one decode
 A published image is a candidate when ``phash <= candidate_radius(k)`` and
 ``phash + 2 * check <= 2k + 2`` (the hashes' weighted rule), or when ``check <=
 CHECK_RADIUS`` whatever the pHash. The database finds both through the bands of each
-hash's bands (``band_rows``, laid out for the dataset's size by ``bandindex``); pHash
+hash (``band_rows``, laid out for the dataset's size by ``bandindex``); pHash
 bands need cover only k (``band_radius``), as every pair the weighted rule admits beyond k
 has check hashes close enough for the check's bands.
 A candidate is confirmed when no 4x4 cell of the two region prints differs by more than
@@ -75,8 +75,8 @@ from autods.core.bandindex import BitBand
 
 # The weight of a check bit against a pHash bit in the combined distance.
 CHECK_WEIGHT = 2
-# The widest pHash radius searched for k < 10; the database looks candidates up by
-# radius + 1 exact bands, and each band gets less selective as the radius grows.
+# The widest pHash radius searched for k < 10; the database's bands cover the pHash
+# within ``band_radius``, and they get less selective as the radius grows.
 MAX_RADIUS = 10
 # The region print: a THUMB_SIDE x THUMB_SIDE grey image, compared in CELL x CELL cells.
 THUMB_SIDE = 16

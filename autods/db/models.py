@@ -44,8 +44,8 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     output_url: Mapped[str] = mapped_column(Text)
     near_k: Mapped[int] = mapped_column(Integer, default=4)
-    # The pHash distance the band index answers for (radius + 1 exact bands): the wider
-    # candidate radius that a second check confirms; near_k for datasets made before it.
+    # The pHash distance the band index answers for: the wider candidate radius that a
+    # second check confirms; near_k for datasets made before it.
     band_k: Mapped[int | None] = mapped_column(Integer)
     # How many hashes the band index's layout is planned for (``bandindex.plan_size``); None:
     # exact bands, for datasets indexed before layouts were planned. ``banded``: how many
@@ -226,7 +226,7 @@ class PhashBand(Base):
     batch step writes it, for assets it has just published: no foreign keys (checking them
     cost as much as the insert).
     Bands ``0..`` are the pHash's; bands from ``CHECK_BAND_BASE`` on are the check hash's
-    (``autods.core.nearimage.CHECK_RADIUS`` + 1 of them)."""
+    (``autods.core.nearimage.band_layouts``)."""
 
     __tablename__ = "phash_bands"
 

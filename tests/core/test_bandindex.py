@@ -3,10 +3,13 @@ every size a dataset's layout is planned for, and band values fit a signed 64-bi
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autods.core import bandindex
+from autods.core.hashing import hamming
 
 
 @settings(max_examples=300, deadline=None)
@@ -61,3 +64,21 @@ def test_strided_bands_gather_every_mth_bit_and_keep_the_radii():
     assert [(len(bits), r) for bits, r in layout] == [(22, 1), (21, 1), (21, 0)]
     # Bit 3 is the second bit of band 0; bits 1 and 63 the first and last of bands 1, 0.
     assert bandindex.rows(1 << 3 | 1 << 1 | 1 << 63, layout) == [0b10 | 1 << 21, 1, 0]
+
+
+@pytest.mark.parametrize("k", [0, 1, 4, 7, 15])
+def test_bands_cover_64_bits_and_near_pairs_share_one(k):
+    slices = bandindex.exact(k)
+    assert slices[0][0] == 0 and slices[-1][1] == 64 and len(slices) == k + 1
+    layout = bandindex.contiguous(slices)
+    rng = np.random.default_rng(k)
+    for _ in range(200):
+        a = int(rng.integers(-(2**63), 2**63 - 1))
+        flips = rng.choice(64, size=k, replace=False) if k else []
+        b = a
+        for bit in flips:
+            b ^= 1 << int(bit)
+        b = b - (1 << 64) if b >= (1 << 63) else b
+        assert hamming(a, b) == k
+        assert any(x == y for x, y in zip(bandindex.rows(a, layout),
+                                          bandindex.rows(b, layout), strict=True))

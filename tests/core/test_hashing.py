@@ -6,8 +6,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 from autods.core.hashing import (
-    band_slices,
-    bands,
     hamming,
     image_features,
     phash_to_int,
@@ -82,22 +80,6 @@ def test_truncated_jpeg_is_rejected_as_corrupt():
     with pytest.raises(Rejected) as err:
         image_features(data[: len(data) // 2])
     assert err.value.reason == Reason.CORRUPT_IMAGE
-
-
-@pytest.mark.parametrize("k", [0, 1, 4, 7, 15])
-def test_bands_cover_64_bits_and_near_pairs_share_one(k):
-    slices = band_slices(k)
-    assert slices[0][0] == 0 and slices[-1][1] == 64 and len(slices) == k + 1
-    rng = np.random.default_rng(k)
-    for _ in range(200):
-        a = int(rng.integers(-(2**63), 2**63 - 1))
-        flips = rng.choice(64, size=k, replace=False) if k else []
-        b = a
-        for bit in flips:
-            b ^= 1 << int(bit)
-        b = b - (1 << 64) if b >= (1 << 63) else b
-        assert hamming(a, b) == k
-        assert any(x == y for x, y in zip(bands(a, k), bands(b, k), strict=True))
 
 
 def test_phash_int_is_signed_64_bit():

@@ -124,7 +124,7 @@ def test_band_indexes_keep_their_rows_and_lose_their_foreign_keys(url):
 
 
 def test_a_planned_band_layout_goes_back_to_exact_bands_of_the_published_images(url):
-    from autods.core.hashing import bands
+    from autods.core import bandindex
     from autods.core.nearimage import band_layouts, band_rows
 
     cfg = _alembic(url)
@@ -150,8 +150,9 @@ def test_a_planned_band_layout_goes_back_to_exact_bands_of_the_published_images(
     command.downgrade(cfg, "0010")
 
     engine = sa.create_engine(url)
-    exact = [(n, v) for n, v in enumerate(bands(phash, 4))]
-    exact += [(100 + n, v) for n, v in enumerate(bands(check, 4))]
+    older = bandindex.contiguous(bandindex.exact(4))
+    exact = [(n, v) for n, v in enumerate(bandindex.rows(phash, older))]
+    exact += [(100 + n, v) for n, v in enumerate(bandindex.rows(check, older))]
     assert len(planned) == 6 and len(exact) == 10
     # The published image (8) only, in the layout older code reads.
     assert sorted(_rows(engine, "SELECT band_no, value, asset_id FROM phash_bands")) == sorted(
