@@ -85,3 +85,15 @@ def service_settings(pg_url: str, redis_prefix: str, s3_endpoint: str, bucket: s
     s.clip.device = "cpu"
     s.clip.torch_threads = 1
     return s
+
+
+def new_dataset(db, **columns):
+    """A dataset of its own (a unique name) in ``db``, flushed so that it has its id: the
+    tests of a session share one database and never meet each other's rows."""
+    from autods.db.models import Dataset
+
+    dataset = Dataset(**{"name": f"it-{uuid.uuid4().hex}", "output_url": "file:///o",
+                         "near_k": 4, **columns})
+    db.add(dataset)
+    db.flush()
+    return dataset

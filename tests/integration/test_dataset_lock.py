@@ -4,15 +4,15 @@ inserted into a dataset (its foreign key checked) while a batch step holds the l
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
 
-from autods.db.models import Asset, Dataset
+from autods.db.models import Asset
 from autods.db.session import engine_for, session_scope
 from autods.pipeline.resolve import lock_dataset
+from tests.integration.conftest import new_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +22,7 @@ NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 def test_ingest_inserts_assets_while_a_batch_step_holds_the_dataset(pg_url):
     engine = engine_for(pg_url)
     with session_scope(engine) as db:
-        dataset = Dataset(name=f"lock-{uuid.uuid4().hex}", output_url="file:///o", near_k=4,
-                          created_at=NOW)
-        db.add(dataset)
-        db.flush()
-        dataset_id = dataset.id
+        dataset_id = new_dataset(db).id
     with session_scope(engine) as step:
         assert lock_dataset(step, dataset_id).id == dataset_id
         with session_scope(engine) as ingest:  # would wait for the step under FOR UPDATE

@@ -4,15 +4,15 @@ index, even as the generic plan of a prepared statement."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
 from sqlalchemy import text
 
-from autods.db.models import Asset, Dataset
+from autods.db.models import Asset
 from autods.db.session import engine_for, session_scope
 from autods.db.stats import analyze
 from autods.db.upsert import insert_ignore
+from tests.integration.conftest import new_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +23,7 @@ N = 20_000
 def test_analyze_lets_the_generic_plan_of_a_content_lookup_use_the_index(pg_url):
     engine = engine_for(pg_url)
     with session_scope(engine) as db:
-        dataset = Dataset(name=f"stats-{uuid.uuid4().hex}", output_url="file:///o", near_k=4,
-                          created_at=NOW)
-        db.add(dataset)
-        db.flush()
+        dataset = new_dataset(db)
         insert_ignore(db, Asset, [
             {"dataset_id": dataset.id, "sha256": f"{i:064x}", "modality": "image",
              "mime": "image/png", "ext": "png", "nbytes": 1, "storage_key": "p",

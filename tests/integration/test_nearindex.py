@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import uuid
 
 import pytest
 from sqlalchemy import select, update
@@ -22,6 +21,7 @@ from autods.core.nearimage import CHECK_RADIUS, band_rows
 from autods.db.models import Asset, Dataset, Feature, Item, Job, PhashBand
 from autods.db.session import engine_for, session_scope, upgrade
 from autods.pipeline import nearindex
+from tests.integration.conftest import new_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +51,7 @@ class _Dataset:
         self.hashes: dict[int, tuple[int, int]] = {}  # asset -> (pHash, check), signed
         self.doubled: list[bool] = []  # what each batch step's add_published said
         with session_scope(engine) as db:
-            ds = Dataset(name=f"bands-{uuid.uuid4().hex}", output_url="file:///o", near_k=K,
-                         band_k=K, band_size=band_size, created_at=NOW)
-            db.add(ds)
-            db.flush()
+            ds = new_dataset(db, near_k=K, band_k=K, band_size=band_size)
             job = Job(dataset_id=ds.id, status="running", sources=[], params={},
                       fingerprint="f", n_items=0, n_chunks=0, n_batches=0, created_at=NOW)
             db.add(job)
