@@ -135,10 +135,17 @@ def test_published_images_are_indexed_and_laid_out_again_as_the_dataset_doubles(
     assert ds.doubled == [False] + [True] * 5
 
     # A lookup finds every published image within k of a query's pHash or within
-    # CHECK_RADIUS of its check hash (near copies of published images included).
+    # CHECK_RADIUS of its check hash (near copies of published images included), and no
+    # other: images that only share a band value with a query are left out.
     queries = [ds.hashes[a] for a in published[::5]]
     queries = [(p ^ (1 << 5 | 1 << 40), c ^ 0b101) for p, c in queries]
     queries += [(_signed(random.Random(i).getrandbits(64)), 0) for i in range(20)]
+    # Sharing the first pHash band's value with a published image, K + 3 bits away.
+    first_band = nearindex.layouts(dataset)[0][0][0]
+    outside = [b for b in range(64) if b not in first_band][:K + 3]
+    far = [_signed(ds.hashes[a][0] & (2**64 - 1) ^ sum(1 << b for b in outside))
+           for a in published[1::7]]
+    queries += [(p, 0) for p in far]
     candidates = [Candidate(i, i, -i, p, c, bytes(256)) for i, (p, c) in enumerate(queries)]
     with session_scope(engine) as db:
         dataset = db.get(Dataset, ds.id)
@@ -146,7 +153,7 @@ def test_published_images_are_indexed_and_laid_out_again_as_the_dataset_doubles(
                  nearindex.neighbours(db, dataset, candidates)}
     within = {ds.hashes[a] for a in published for p, c in queries
               if hamming(p, ds.hashes[a][0]) <= K or hamming(c, ds.hashes[a][1]) <= CHECK_RADIUS}
-    assert len(within) >= len(published[::5]) and within <= found
+    assert len(within) >= len(published[::5]) and found == within
 
 
 def test_a_dataset_indexed_before_layouts_counts_its_images_once_and_is_laid_out_again(
