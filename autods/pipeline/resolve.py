@@ -138,9 +138,8 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
                           {r.id: r for r in rows}, kept)
     _record_verdicts(db, verdicts, {c.item_id: c.asset_id for c in candidates}, shards, splits)
     by_item = {c.item_id: c for c in candidates}
-    if nearindex.add_published(db, dataset, [
-            nearindex.Published(c.asset_id, c.phash, c.check) for c in map(by_item.get, kept)
-            if c.phash is not None]):
+    if nearindex.add_published(db, dataset, [c.asset_id for c in map(by_item.get, kept)
+                                             if c.phash is not None]):
         analyze(db)
     return _counts(db, job_id, chunks, verdicts) if metrics.enabled() else None
 

@@ -92,8 +92,7 @@ class _Dataset:
                 db.execute(update(Asset).where(Asset.id == asset_id)
                            .values(kept_item_id=item.id))
             dataset = db.get(Dataset, self.id, with_for_update=True)
-            self.doubled.append(nearindex.add_published(db, dataset, [
-                nearindex.Published(a, *self.hashes[a]) for a in assets]))
+            self.doubled.append(nearindex.add_published(db, dataset, assets))
 
     def index(self) -> tuple[Dataset, set[tuple[int, int, int]]]:
         with session_scope(self.engine) as db:
