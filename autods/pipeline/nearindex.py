@@ -124,14 +124,22 @@ def add_published(db, dataset: Dataset, assets: Sequence[int]) -> bool:
     if layouts(dataset) != before:
         db.execute(PhashBand.__table__.delete().where(PhashBand.dataset_id == dataset.id))
         _index(db, dataset)
-    elif assets:
-        _index(db, dataset, one_of(db, Asset.id, assets))
+    else:
+        for start in range(0, len(assets), _PER_QUERY):
+            _index(db, dataset, Asset.id.in_(_listed(db, assets[start:start + _PER_QUERY])))
     return dataset.band_size != planned_for
 
 
 def _published_images(dataset: Dataset, column):
     return (Asset.dataset_id == dataset.id, Asset.kept_item_id.is_not(None),
             column.is_not(None))
+
+
+def _listed(db, ids: Sequence[int]):
+    """``ids`` as a subquery the database reads once (an array's elements on PostgreSQL)."""
+    if db.get_bind().dialect.name == "postgresql":
+        return select(func.unnest(int_array(ids)))
+    return ids
 
 
 def _index(db, dataset: Dataset, *only) -> None:
