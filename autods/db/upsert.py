@@ -24,11 +24,8 @@ COPY_MIN_ROWS = 64
 _temp_names = itertools.count()
 
 
-def insert_ignore(session: Session, model: type, rows: Sequence[dict[str, Any]],
-                  conflict: Sequence[str]) -> None:
-    """Insert rows, silently keeping whichever row won a race on ``conflict``."""
-    if not rows:
-        return
+def dialect_insert(session: Session):
+    """The session's dialect's ``insert``, the one with ``on_conflict_do_nothing``."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -36,6 +33,16 @@ def insert_ignore(session: Session, model: type, rows: Sequence[dict[str, Any]],
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only the two supported databases
         raise NotImplementedError(dialect)
+    return insert
+
+
+def insert_ignore(session: Session, model: type, rows: Sequence[dict[str, Any]],
+                  conflict: Sequence[str]) -> None:
+    """Insert rows, silently keeping whichever row won a race on ``conflict``."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = dialect_insert(session)
     table = model.__table__
     for columns, group in _by_columns(rows):
         if dialect == "postgresql" and len(group) >= COPY_MIN_ROWS:

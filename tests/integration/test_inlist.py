@@ -1,13 +1,23 @@
-"""``one_of`` on PostgreSQL (an array parameter; integers sent as the array's text) and
-SQLite (a list of parameters) selects exactly the rows whose value is listed."""
+"""``one_of`` on PostgreSQL (an array parameter) and SQLite (a list of parameters) selects
+exactly the rows whose value is listed; ``int_array`` sends bigints as the array's text."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, create_engine, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session
 
-from autods.db.inlist import one_of
+from autods.db.inlist import int_array, one_of
 
 pytestmark = pytest.mark.integration
 
@@ -41,3 +51,12 @@ def test_listed_values_select_their_rows_and_nothing_else(session):
     assert found(one_of(session, table.c.id, [0, 5, 10_000])) == sorted([stored[0], stored[5]])
     assert found(one_of(session, table.c.name, [f"n{v}" for v in wanted])) == expected
     assert found(one_of(session, table.c.big, [])) == []
+
+
+def test_an_int_array_unnests_to_its_values_across_the_bigint_range(pg_url):
+    engine = create_engine(pg_url)
+    values = [*EXTREMES, *range(-500, 500, 7)]
+    with Session(engine) as db:
+        assert db.scalars(select(func.unnest(int_array(values)))).all() == values
+        assert db.scalars(select(func.unnest(int_array([])))).all() == []
+    engine.dispose()
