@@ -169,9 +169,16 @@ class WorkerSettings(BaseModel):
     ``preload`` is ``auto`` (the heavy modules of the queues it consumes), ``none``, or a
     comma-separated list of modules. The embedded run sets it from the job's options, so a
     build without embeddings or labelling functions does not import torch or Snorkel.
+
+    ``warm_models`` builds CLIP and the sentence model before forking as well, so the pool's
+    processes share them and the first chunk does not wait for them (CPU devices only: CUDA
+    cannot cross a fork). ``warm_lfs`` loads that labelling module first and stops the
+    worker if it does not load. The embedded run sets both on its model worker.
     """
 
     preload: str = "auto"
+    warm_models: bool = False
+    warm_lfs: str = ""
 
 
 class MetricsSettings(BaseModel):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
-from autods.pipeline.stagetable import EmbeddedWorker, embedded_workers, queues
+from autods.pipeline.stagetable import EmbeddedWorker, embedded_workers, queues, stage
 
 if TYPE_CHECKING:
     from autods.pipeline.mapjobs import ForgetPlan
@@ -90,6 +90,17 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_error(self) -> Exception:
+        """Why the worker is gone: a labelling module that does not load, in the worker's
+        own words (``pipeline.warmup``), or else where its log is."""
+        from autods.core.records import LabellingModuleError
+        from autods.pipeline.warmup import REFUSED
+
+        lines = self.logfile.read_text(errors="replace").strip().splitlines()
+        if self.proc is not None and self.proc.returncode == REFUSED and lines:
+            return LabellingModuleError(lines[-1])
+        return RuntimeError(f"embedded worker exited; see {self.logfile}")
+
     def stop(self, grace_s: float = 60) -> None:
         """Warm shutdown: running tasks finish, then the worker exits. Past ``grace_s`` the
         worker and its pool are killed; unacknowledged tasks go back to their queue."""
@@ -136,11 +147,16 @@ def run_embedded(sources: list[str], out: Path, *, dataset: str | None = None,
     settings = embedded_settings(out, base)
     opts = JobOptions.from_settings(settings, **options)
 
+    # The worker of the label queue loads the labelling functions before it forks and
+    # refuses the job if they do not load: this process then only checks that the module
+    # exists, instead of importing Snorkel (seconds) before the first chunk can be sent.
+    settings.worker.warm_lfs = opts.lfs or ""
+
     def start(rt, _worker) -> int:
         from autods.tasks.canvas import start_job
 
         return start_job(rt, sources, dataset or out.resolve().name, opts,
-                         output_url=out.resolve().as_uri(), resume=True)
+                         output_url=out.resolve().as_uri(), resume=True, load_lfs=False)
 
     return _run(settings, out, workers, start, progress, embedded_workers(opts))
 
@@ -223,12 +239,16 @@ def _workers(settings: Settings, out: Path, workers: int,
         if model and not settings.clip.device.startswith("cuda"):
             # One model process inferring a batch per worker at once, each on one torch
             # thread: a long job keeps every core busy as one process per core would, and
-            # a job of one chunk is not left on a single core.
+            # a job of one chunk is not left on a single core. It builds its models while
+            # it imports, before its pool forks.
             own, concurrency = _threads(settings, 1), 1
             own.clip.parallel_batches = min(workers, cores)
+            own.worker.warm_models = True
         else:
             own, concurrency = _threads(settings, cores // workers), workers
         own.worker.preload = ",".join(preload) or "none"
+        if stage("label").queue not in consumed:
+            own.worker.warm_lfs = ""
         log = out / ".autods" / ("worker.log" if n == 0 else f"worker-{n}.log")
         procs.append(WorkerProcess(own, concurrency, log, consumed,
                                    name=f"embedded-{os.getpid()}-{n}@%h"))
@@ -257,7 +277,7 @@ def _watch(settings: Settings, procs: list[WorkerProcess], start, progress: bool
     def poll() -> JobStatus:
         for worker in procs:
             if not worker.alive():
-                raise RuntimeError(f"embedded worker exited; see {worker.logfile}")
+                raise worker.exit_error()
         return job_status(rt, job_id, outcomes=False)
 
     # Polled often, so the end is seen at once; a progress poll is cheap (it reads chunks,

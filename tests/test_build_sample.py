@@ -276,6 +276,31 @@ def test_a_job_that_cannot_start_fails_in_one_line_before_any_work(tmp_path, arg
         assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 0
 
 
+def test_lfs_that_do_not_load_stop_the_build_in_one_line_and_it_resumes_once_fixed(tmp_path):
+    """The module exists, so the CLI sends the job (it does not import Snorkel to check it);
+    the worker of the label queue loads it before it forks and refuses. The ingested work is
+    kept: the same command, once the module loads, resumes that job."""
+    (tmp_path / "my_lfs.py").write_text("raise ValueError('no vocabulary file')\n")
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "autods.cli", "build", str(SAMPLE / "images"), "--no-embed",
+           "--lfs", "my_lfs", "--out", str(out), "--quiet", "--workers", "1"]
+    env = {**os.environ, **ENV, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "labelling module 'my_lfs' does not load: ValueError: no vocabulary file" in \
+        proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+    (tmp_path / "my_lfs.py").write_text((ROOT / "examples" / "sample_lfs.py").read_text())
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with sqlite3.connect(out / ".autods" / "autods.sqlite") as db:
+        assert db.execute("SELECT id, status FROM jobs").fetchall() == [(1, "succeeded")]
+        names = {n for (n,) in db.execute("SELECT DISTINCT name FROM labels")}
+    assert names - {None} == {"circle", "square", "triangle", "stripes"}  # None: abstained
+
+
 def _report(out: Path, html: Path) -> None:
     proc = subprocess.run([str(Path(sys.executable).parent / "autods"), "report", str(out),
                            "--out", str(html)], cwd=ROOT, env={**os.environ, **ENV},

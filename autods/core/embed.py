@@ -199,13 +199,21 @@ class ClipEmbedder:
         batch = torch.from_numpy(np.stack(prepared)).to(self.device)
         return batch.permute(0, 3, 1, 2).float().mul_(self._scale).sub_(self._shift)
 
+    def _bounds(self, n: int) -> list[tuple[int, int]]:
+        """Batches of at most ``batch_size``, even in size and as many as a multiple of
+        ``parallel_batches``, so a chunk's last round leaves no core idle: 46 images on two
+        cores are inferred as 12 + 12 then 11 + 11, not 16 + 16 then 14 alone."""
+        count = -(-n // self.batch_size)
+        count = min(n, -(-count // self.parallel_batches) * self.parallel_batches)
+        edges = [n * i // count for i in range(count + 1)] if count else []
+        return list(zip(edges, edges[1:], strict=False))
+
     def _batches(self, blobs: Sequence[bytes]) -> Iterator[list]:
         """Prepared images batch by batch, the next batch decoding while one is inferred."""
-        starts = range(0, len(blobs), self.batch_size)
         with ThreadPoolExecutor(self.decode_threads) as pool:
             pending = None
-            for start in starts:
-                chunk = blobs[start : start + self.batch_size]
+            for start, end in self._bounds(len(blobs)):
+                chunk = blobs[start:end]
                 future = [pool.submit(self._prepare, b) for b in chunk]
                 if pending is not None:
                     yield [f.result() for f in pending]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,19 @@ def image_property_lf(name: str, label: int, predicate: Callable[[Any], bool]):
 def builtin_lfs(labels: Sequence[str]) -> list[Any]:
     """Built-in LFs that need only the class names: a caption/text mention of each class."""
     return [keyword_lf(f"builtin_mentions_{i}", i, [name]) for i, name in enumerate(labels)]
+
+
+def find_module(module_name: str) -> None:
+    """Check that the LF module exists without running it (nor importing Snorkel), for a
+    caller whose worker loads it before any work (``pipeline.warmup``)."""
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:  # a parent package that does not load
+        raise LabellingModuleError(f"labelling module {module_name!r} does not load: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+    if found is None:
+        raise LabellingModuleError(f"labelling module {module_name!r} does not load: "
+                                   f"ModuleNotFoundError: No module named {module_name!r}")
 
 
 def load_spec(module_name: str, builtin: bool = True) -> LabelSpec:

@@ -21,7 +21,8 @@ def _secret(value) -> str | None:
 
 @dataclass
 class Runtime:
-    """Lazily built, reused across tasks in one worker process (never shared across forks)."""
+    """Lazily built, reused across tasks in one worker process. Not shared across forks,
+    except a worker's warmed models and LFs (``pipeline.warmup``), built before the engine."""
 
     settings: Settings
     _stores: dict[str, ObjectStore] = field(default_factory=dict)

@@ -145,16 +145,25 @@ def preload_modules(setting: str, consumed: Iterable[str]) -> list[str]:
 def _preload_heavy_modules(sender, **_) -> None:
     """Import before the pool forks what its processes would each import at their first
     task: the preloads, then the stage functions of the consumed queues (the HTTP and S3
-    clients, image hashing: about half a second per process)."""
+    clients, image hashing: about half a second per process), and the models and
+    labelling functions ``AUTODS_WORKER_WARM_*`` ask for (``pipeline.warmup``)."""
     import importlib
 
+    from autods.pipeline.warmup import warmed
+
+    settings = Settings()
     consumed = sender.app.amqp.queues.consume_from or {}
     stage_modules = [s.module for s in stages() if s.queue in consumed]
-    for name in preload_modules(Settings().worker.preload, consumed) + stage_modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # an optional extra that this worker does not have
-            continue
+    if settings.worker.warm_models and hasattr(sender, "setup_logging"):
+        # Models log as they build (open_clip on the root logger, which would configure
+        # it): the worker's logging is set up first, as it would be after this signal.
+        sender.setup_logging()
+    with warmed(settings):
+        for name in preload_modules(settings.worker.preload, consumed) + stage_modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # an optional extra that this worker does not have
+                continue
 
 
 class StallWatchdog(bootsteps.StartStopStep):

@@ -18,6 +18,7 @@ from celery import chain, chord
 from celery.canvas import Signature
 from sqlalchemy import select, update
 
+from autods.core.label import find_module
 from autods.core.records import SourceItem
 from autods.db.models import Batch, Chunk, Job, utcnow
 from autods.db.session import require_current, session_scope
@@ -61,13 +62,17 @@ def shard_chord(job_id: int, batch_no: int, shard_ids: Iterable[int]):
 
 def start_job(rt: Runtime, sources: list[str], dataset: str, options: JobOptions, *,
               output_url: str | None = None, items: Iterable[SourceItem] | None = None,
-              resume: bool = False) -> int:
+              resume: bool = False, load_lfs: bool = True) -> int:
     """Plan a job and send it: the one way every entry point (CLI, Python, REST, bucket
     events) starts a job. With ``resume`` an unfinished job of the same sources, dataset
-    and options is sent again instead of planning a new one."""
+    and options is sent again instead of planning a new one. ``load_lfs=False`` only checks
+    that the job's LF module exists, for a caller whose worker loads it before any task
+    (the embedded run's)."""
     require_current(rt.engine)
-    if options.lfs:
+    if options.lfs and load_lfs:
         rt.label_spec(options.lfs)  # a module that does not load fails here, before any work
+    elif options.lfs:
+        find_module(options.lfs)
     if options.embed:
         from autods.core.embed import check_weights
 

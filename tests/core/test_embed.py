@@ -109,3 +109,16 @@ def test_batches_inferred_in_parallel_give_the_same_bytes():
     parallel = ClipEmbedder("autods-tiny-vit", device="cpu", batch_size=3, parallel_batches=3)
     assert parallel.embed_images(blobs).tobytes() == serial.embed_images(blobs).tobytes()
     assert parallel.embed_images([]).shape == (0, 64)
+
+
+@pytest.mark.parametrize(("n", "batch", "parallel", "sizes"), [
+    (46, 16, 2, [11, 11, 12, 12]), (17, 16, 2, [8, 9]), (256, 16, 2, [16] * 16),
+    (3, 16, 4, [1, 1, 1]), (100, 16, 1, [14] * 5 + [15] * 2), (0, 16, 2, [])])
+def test_a_chunks_batches_are_even_and_fill_every_parallel_round(n, batch, parallel, sizes):
+    """46 images on two cores are two rounds of two batches (11 + 12, 11 + 12), not
+    16 + 16 and then 14 on one core while the other waits."""
+    embedder = ClipEmbedder.__new__(ClipEmbedder)
+    embedder.batch_size, embedder.parallel_batches = batch, parallel
+    bounds = embedder._bounds(n)
+    assert [i for start, end in bounds for i in range(start, end)] == list(range(n))
+    assert sorted(end - start for start, end in bounds) == sizes

@@ -113,3 +113,73 @@ def test_the_embedded_model_worker_infers_a_batch_per_core_in_one_process(tmp_pa
     settings.clip.torch_threads = 0
     [bare] = _workers(settings, tmp_path, 2, embedded_workers(JobOptions(embed=False)))
     assert "gpu" in bare.queues and bare.concurrency == 2
+
+
+def test_the_embedded_model_worker_builds_models_and_lfs_before_it_forks(tmp_path):
+    """The label queue's worker loads the LFs (so the CLI need not import Snorkel to check
+    them) and the model worker builds its models; the light worker does neither."""
+    from autods.embedded import _workers, embedded_settings
+
+    settings = embedded_settings(tmp_path)
+    settings.worker.warm_lfs = "examples.sample_lfs"
+    light, heavy = _workers(settings, tmp_path, 2, embedded_workers(
+        JobOptions(embed=True, lfs="examples.sample_lfs")))
+    assert (light.settings.worker.warm_models, light.settings.worker.warm_lfs) == (False, "")
+    assert heavy.settings.worker.warm_models
+    assert heavy.settings.worker.warm_lfs == "examples.sample_lfs"
+    env = heavy.settings.to_env()
+    assert env["AUTODS_WORKER_WARM_MODELS"] == "1"
+
+
+_WARM = (
+    "import hashlib, io, os, sys\n"
+    "from types import SimpleNamespace as NS\n"
+    "from PIL import Image\n"
+    "from autods.tasks.app import _preload_heavy_modules\n"
+    "from autods.pipeline.runtime import get_runtime\n"
+    "_preload_heavy_modules(NS(app=NS(amqp=NS(queues=NS(consume_from={'gpu': 0, "
+    "'label': 0})))))\n"
+    "buf = io.BytesIO(); Image.new('RGB', (40, 30), (200, 30, 90)).save(buf, 'PNG')\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    rt = get_runtime()\n"
+    "    built = sorted(k for k in ('embedder', 'text_embedder') if k in vars(rt))\n"
+    "    vector = rt.embedder.embed_images([buf.getvalue()]).tobytes()\n"
+    "    print(*built, list(rt._label_specs), hashlib.sha256(vector).hexdigest(), flush=True)\n"
+    "    os._exit(0)\n"
+    "os.waitpid(pid, 0)\n"
+    "from autods.core.embed import ClipEmbedder\n"
+    "fresh = ClipEmbedder('autods-tiny-vit', device='cpu').embed_images([buf.getvalue()])\n"
+    "print(hashlib.sha256(fresh.tobytes()).hexdigest())\n")
+
+
+def test_a_forked_pool_process_inherits_the_models_and_lfs_built_before_the_fork(tmp_path):
+    """Built on a thread while the worker imports, the random CLIP is still the one every
+    other process draws (a dataset's vectors must come from one model)."""
+    env = {**os.environ, "AUTODS_WORKER_PRELOAD": "none", "AUTODS_WORKER_WARM_MODELS": "1",
+           "AUTODS_WORKER_WARM_LFS": "examples.sample_lfs",
+           "AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_CLIP_PRETRAINED": "random"}
+    out = subprocess.run([sys.executable, "-c", _WARM], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    child, parent = out.stdout.strip().splitlines()
+    *built, specs, digest = child.split(" ")
+    assert built == ["embedder", "text_embedder"] and specs == "['examples.sample_lfs']"
+    assert digest == parent
+
+
+def test_a_worker_whose_lfs_do_not_load_exits_with_the_reason(tmp_path):
+    (tmp_path / "broken_lfs.py").write_text("raise ValueError('no vocabulary file')\n")
+    code = ("from types import SimpleNamespace as NS\n"
+            "from autods.tasks.app import _preload_heavy_modules\n"
+            "_preload_heavy_modules(NS(app=NS(amqp=NS(queues=NS(consume_from={'label': 0})))))\n"
+            "print('forked')\n")
+    env = {**os.environ, "AUTODS_WORKER_PRELOAD": "none", "AUTODS_WORKER_WARM_LFS": "broken_lfs",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    from autods.pipeline.warmup import REFUSED
+
+    assert out.returncode == REFUSED and "forked" not in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == (
+        "labelling module 'broken_lfs' does not load: ValueError: no vocabulary file")

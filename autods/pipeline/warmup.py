@@ -1,0 +1,78 @@
+"""What a worker builds before its pool forks, so that its first task does not wait for it.
+
+A model worker on the CPU imports open_clip and the sentence model's library, then builds
+CLIP and the sentence model on a thread while its main thread loads the labelling
+functions and imports the rest of its preloads: random initialisation and weight loading
+run in torch's kernels, which release the interpreter, so they use the core the imports
+leave idle. The pool's processes inherit the built models (copy-on-write) instead of each
+building its own, and the first chunk to embed starts inferring at once.
+
+The labelling functions named by ``warm_lfs`` load first: a module that does not load stops
+the worker in its first seconds with ``REFUSED`` and the reason as its last line of output,
+which is how an embedded run refuses such a job without importing Snorkel itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from autods.config import Settings
+from autods.core.records import LabellingModuleError
+from autods.pipeline.runtime import Runtime, set_runtime
+
+log = logging.getLogger(__name__)
+
+#: The exit status of a worker whose labelling functions do not load.
+REFUSED = 3
+
+
+@contextmanager
+def warmed(settings: Settings) -> Iterator[None]:
+    """Build what ``settings.worker`` asks for around the block (the worker's imports)."""
+    worker = settings.worker
+    if not (worker.warm_models or worker.warm_lfs):
+        yield
+        return
+    rt = Runtime(settings)
+    set_runtime(rt)  # the pool's processes inherit it, models and labelling functions built
+    builder = _models_thread(rt) if worker.warm_models else None
+    if builder is not None:
+        # Imported here while CLIP initialises, not on the thread: two threads importing at
+        # once pass the interpreter back and forth, and both took longer than one after the
+        # other. The thread waits for it at its import lock if it gets there first.
+        import sentence_transformers  # noqa: F401
+    if worker.warm_lfs:
+        try:
+            rt.label_spec(worker.warm_lfs)
+        except LabellingModuleError as exc:
+            sys.stderr.write(f"{exc}\n")
+            sys.stderr.flush()
+            raise SystemExit(REFUSED) from None
+    yield
+    if builder is not None:
+        builder.join()
+
+
+def _models_thread(rt: Runtime) -> threading.Thread | None:
+    """Start building CLIP, then the sentence model, in that order: a randomly initialised
+    CLIP draws from torch's global generator, which nothing else may draw from meanwhile."""
+    if rt.settings.clip.device.startswith("cuda"):
+        log.info("models are built in the pool's processes: CUDA cannot cross a fork")
+        return None
+
+    import open_clip  # noqa: F401 - before the thread starts, for the reason below
+
+    def build() -> None:
+        try:
+            rt.embedder  # noqa: B018 - cached on the runtime
+            rt.text_embedder  # noqa: B018
+        except Exception as exc:  # noqa: BLE001 - the first task builds it again and fails
+            log.warning("models not built before forking: %s: %s", type(exc).__name__, exc)
+
+    thread = threading.Thread(target=build, name="autods-warmup", daemon=True)
+    thread.start()
+    return thread
