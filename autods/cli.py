@@ -608,5 +608,23 @@ def _labelling_commands() -> None:
 
 _labelling_commands()
 
+def main() -> None:
+    """The ``autods`` command. A finished command leaves at once, its output flushed and
+    its logging shut down: tearing down the modules a build imports (SQLAlchemy, pyarrow,
+    pandas, Celery) took the interpreter 0.4-0.7 s after the summary was printed."""
+    try:
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            sys.stderr.write(f"{exc.code}\n")
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    else:
+        code = 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -56,6 +56,14 @@ class JobStatus:
         return asdict(self)
 
 
+def job_finished(rt: Runtime, job_id: int) -> bool:
+    """Whether the job has ended, from its row alone: what a watcher asks between reads of
+    its progress."""
+    with rt.engine.connect() as conn:
+        state = conn.scalar(select(Job.status).where(Job.id == job_id))
+    return state is not None and JobState(state).final
+
+
 def job_status(rt: Runtime, job_id: int, outcomes: bool = True) -> JobStatus:
     """The job's snapshot. ``outcomes=False`` is a progress poll: it leaves out the counts
     that group the job's items (statuses, reasons, rules, labels), which cost a scan of
