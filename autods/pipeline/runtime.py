@@ -58,11 +58,16 @@ class Runtime:
 
     @cached_property
     def embedder(self):
+        return self.build_embedder()
+
+    def build_embedder(self, torch_threads: int | None = None):
+        """A new CLIP embedder as configured, with ``torch_threads`` instead if given."""
         from autods.core.embed import ClipEmbedder
 
         clip = self.settings.clip
+        threads = clip.torch_threads if torch_threads is None else torch_threads
         return ClipEmbedder(clip.model, clip.pretrained, clip.device, clip.batch_size,
-                            clip.decode_threads, clip.torch_threads, clip.parallel_batches)
+                            clip.decode_threads, threads, clip.parallel_batches)
 
     @cached_property
     def text_embedder(self):

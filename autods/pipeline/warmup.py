@@ -55,24 +55,45 @@ def warmed(settings: Settings) -> Iterator[None]:
     yield
     if builder is not None:
         builder.join()
+        builder.restore_threads()
 
 
-def _models_thread(rt: Runtime) -> threading.Thread | None:
-    """Start building CLIP, then the sentence model, in that order: a randomly initialised
-    CLIP draws from torch's global generator, which nothing else may draw from meanwhile."""
-    if rt.settings.clip.device.startswith("cuda"):
-        log.info("models are built in the pool's processes: CUDA cannot cross a fork")
-        return None
+class _Builder(threading.Thread):
+    """Builds CLIP, then the sentence model, in that order: a randomly initialised CLIP
+    draws from torch's global generator, which nothing else may draw from meanwhile.
 
-    import open_clip  # noqa: F401 - before the thread starts, for the reason below
+    It builds on one torch thread, so nothing before the fork starts torch's worker
+    threads: a process whose BLAS threads have started cannot fork a child that uses them
+    (with two threads, a child hung at its first matrix product after its parent had
+    computed one). The pool's processes get the configured count back once the build is
+    over.
+    """
 
-    def build() -> None:
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(name="autods-warmup", daemon=True)
+        import torch
+
+        self.rt, self._torch = rt, torch
+        self.threads = rt.settings.clip.torch_threads or torch.get_num_threads()
+
+    def run(self) -> None:
         try:
-            rt.embedder  # noqa: B018 - cached on the runtime
-            rt.text_embedder  # noqa: B018
+            self.rt.embedder = self.rt.build_embedder(torch_threads=1)
+            self.rt.text_embedder  # noqa: B018 - cached on the runtime
         except Exception as exc:  # noqa: BLE001 - the first task builds it again and fails
             log.warning("models not built before forking: %s: %s", type(exc).__name__, exc)
 
-    thread = threading.Thread(target=build, name="autods-warmup", daemon=True)
-    thread.start()
-    return thread
+    def restore_threads(self) -> None:
+        self._torch.set_num_threads(self.threads)
+
+
+def _models_thread(rt: Runtime) -> _Builder | None:
+    """Import open_clip, then start building the models on a thread."""
+    if rt.settings.clip.device.startswith("cuda"):
+        log.info("models are built in the pool's processes: CUDA cannot cross a fork")
+        return None
+    import open_clip  # noqa: F401 - before the thread starts, for the reason in ``warmed``
+
+    builder = _Builder(rt)
+    builder.start()
+    return builder

@@ -142,10 +142,13 @@ _WARM = (
     "buf = io.BytesIO(); Image.new('RGB', (40, 30), (200, 30, 90)).save(buf, 'PNG')\n"
     "pid = os.fork()\n"
     "if pid == 0:\n"
+    "    import torch\n"
     "    rt = get_runtime()\n"
     "    built = sorted(k for k in ('embedder', 'text_embedder') if k in vars(rt))\n"
     "    vector = rt.embedder.embed_images([buf.getvalue()]).tobytes()\n"
-    "    print(*built, list(rt._label_specs), hashlib.sha256(vector).hexdigest(), flush=True)\n"
+    "    torch.empty(20_000_000).uniform_()  # a kernel on every configured thread\n"
+    "    print(*built, list(rt._label_specs), torch.get_num_threads(),\n"
+    "          hashlib.sha256(vector).hexdigest(), flush=True)\n"
     "    os._exit(0)\n"
     "os.waitpid(pid, 0)\n"
     "from autods.core.embed import ClipEmbedder\n"
@@ -155,17 +158,18 @@ _WARM = (
 
 def test_a_forked_pool_process_inherits_the_models_and_lfs_built_before_the_fork(tmp_path):
     """Built on a thread while the worker imports, the random CLIP is still the one every
-    other process draws (a dataset's vectors must come from one model)."""
+    other process draws (a dataset's vectors must come from one model). The pool's process
+    gets the configured two torch threads back, though the build ran on one."""
     env = {**os.environ, "AUTODS_WORKER_PRELOAD": "none", "AUTODS_WORKER_WARM_MODELS": "1",
-           "AUTODS_WORKER_WARM_LFS": "examples.sample_lfs",
+           "AUTODS_WORKER_WARM_LFS": "examples.sample_lfs", "AUTODS_CLIP_TORCH_THREADS": "2",
            "AUTODS_CLIP_MODEL": "autods-tiny-vit", "AUTODS_CLIP_PRETRAINED": "random"}
     out = subprocess.run([sys.executable, "-c", _WARM], env=env, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     child, parent = out.stdout.strip().splitlines()
-    *built, specs, digest = child.split(" ")
+    *built, specs, threads, digest = child.split(" ")
     assert built == ["embedder", "text_embedder"] and specs == "['examples.sample_lfs']"
-    assert digest == parent
+    assert threads == "2" and digest == parent
 
 
 def test_a_worker_whose_lfs_do_not_load_exits_with_the_reason(tmp_path):
