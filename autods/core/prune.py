@@ -276,7 +276,10 @@ def _compare(cols: _Columns, field: str, op: str, const: Const | None) -> _Tri:
             may_true, may_false = {
                 "=": (low <= hi) & (high >= lo), "<": low < hi, "<=": low <= hi,
                 ">": high > lo, ">=": high >= lo}[op], {
-                "=": ~((low == high) & (low >= lo) & (high <= hi)), "<": high >= lo,
+                # Equality is certain only when the shard's one value and the constant are
+                # the same point, as in ``predicate._ORDER``: the slack widens what may
+                # match, never what must (``ts <> t`` keeps a shard of one time near t).
+                "=": ~((low == high) & (low == lo) & (high == hi)), "<": high >= lo,
                 "<=": high > lo, ">": low <= hi, ">=": low < hi}[op]
             t = np.where(mask, may_true, t)
             f = np.where(mask, may_false, f)
