@@ -108,14 +108,14 @@ def test_a_shard_of_one_value_near_the_constant_is_kept_for_not_equal() -> None:
     base = dict.fromkeys(SCHEMA.names)
     near = [{**base, "ts": datetime(2025, 1, 1, 0, 0, 1, 500), "score": 0.2000001}]
     same = [{**base, "ts": datetime(2025, 1, 1, 0, 0, 1), "score": 0.0}]
-    summary = _summary([pa.Table.from_pylist(rows, schema=SCHEMA) for rows in (near, same)],
+    summary = _summary([pa.Table.from_pylist(data, schema=SCHEMA) for data in (near, same)],
                        [(False, False)] * 2)
     for sql, expected in (("TIMESTAMP '2025-01-01 00:00:01' <> ts", [True, True]),
                           ("score <> 0.2", [True, True]), ("score <> 0", [True, False]),
                           ("score = 0.2", [True, False])):
         assert surviving(parse_predicate(sql), summary).tolist() == expected, sql
-        for i, rows in enumerate((near, same)):
+        for i, data in enumerate((near, same)):
             con = duckdb.connect()
-            con.register("samples", pa.Table.from_pylist(rows, schema=SCHEMA))
+            con.register("samples", pa.Table.from_pylist(data, schema=SCHEMA))
             hits = con.sql(f"SELECT count(*) FROM samples WHERE {sql}").fetchall()[0][0]
             assert expected[i] or not hits, (sql, i)
