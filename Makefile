@@ -7,7 +7,7 @@ LS_VENV ?= .venv-ls
 LABEL_STUDIO := label-studio==1.23.2
 CORPUS := $(or $(AUTODS_CORPUS_DIR),$(HOME)/.cache/autods/corpora)/pang-lee-sentence-polarity.csv
 
-.PHONY: install sample test lint soak bench system-deps
+.PHONY: install sample test lint soak bench bench-deps system-deps
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -64,5 +64,11 @@ soak: install system-deps
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install
+# nginx serves the end-to-end benchmark's URLs, as img2dataset's users serve theirs.
+bench-deps:
+	@command -v nginx >/dev/null || (apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		nginx >/dev/null)
+
+bench: install bench-deps
 	$(PY) -m bench
