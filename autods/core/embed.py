@@ -202,7 +202,7 @@ class ClipEmbedder:
     def _bounds(self, n: int) -> list[tuple[int, int]]:
         """Batches of at most ``batch_size``, even in size and as many as a multiple of
         ``parallel_batches``, so a chunk's last round leaves no core idle: 46 images on two
-        cores are inferred as 12 + 12 then 11 + 11, not 16 + 16 then 14 alone."""
+        cores are inferred as 11 + 12 twice, not 16 + 16 then 14 alone."""
         count = -(-n // self.batch_size)
         count = min(n, -(-count // self.parallel_batches) * self.parallel_batches)
         edges = [n * i // count for i in range(count + 1)] if count else []

@@ -98,11 +98,14 @@ def find_module(module_name: str) -> None:
     try:
         found = importlib.util.find_spec(module_name)
     except (ImportError, ValueError) as exc:  # a parent package that does not load
-        raise LabellingModuleError(f"labelling module {module_name!r} does not load: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+        raise _does_not_load(module_name, exc) from exc
     if found is None:
-        raise LabellingModuleError(f"labelling module {module_name!r} does not load: "
-                                   f"ModuleNotFoundError: No module named {module_name!r}")
+        raise _does_not_load(module_name, ModuleNotFoundError(f"No module named {module_name!r}"))
+
+
+def _does_not_load(module_name: str, exc: BaseException) -> LabellingModuleError:
+    return LabellingModuleError(f"labelling module {module_name!r} does not load: "
+                                f"{type(exc).__name__}: {exc}")
 
 
 def load_spec(module_name: str, builtin: bool = True) -> LabelSpec:
@@ -111,8 +114,7 @@ def load_spec(module_name: str, builtin: bool = True) -> LabelSpec:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - user code: whatever it raises, say so in a line
-        raise LabellingModuleError(f"labelling module {module_name!r} does not load: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+        raise _does_not_load(module_name, exc) from exc
     labels = getattr(module, "LABELS", None)
     if not labels or not all(isinstance(x, str) for x in labels):
         raise LabellingModuleError(

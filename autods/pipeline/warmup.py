@@ -1,15 +1,16 @@
 """What a worker builds before its pool forks, so that its first task does not wait for it.
 
-A model worker on the CPU imports open_clip and the sentence model's library, then builds
-CLIP and the sentence model on a thread while its main thread loads the labelling
+A model worker on the CPU imports open_clip, then builds CLIP and the sentence model on a
+thread while its main thread imports the sentence model's library, loads the labelling
 functions and imports the rest of its preloads: random initialisation and weight loading
 run in torch's kernels, which release the interpreter, so they use the core the imports
 leave idle. The pool's processes inherit the built models (copy-on-write) instead of each
 building its own, and the first chunk to embed starts inferring at once.
 
-The labelling functions named by ``warm_lfs`` load first: a module that does not load stops
-the worker in its first seconds with ``REFUSED`` and the reason as its last line of output,
-which is how an embedded run refuses such a job without importing Snorkel itself.
+The labelling functions named by ``warm_lfs`` load before those preloads: a module that
+does not load stops the worker in its first seconds with ``REFUSED`` and the reason as its
+last line of output, which is how an embedded run refuses such a job without importing
+Snorkel itself.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from autods.config import Settings
@@ -31,12 +32,20 @@ REFUSED = 3
 
 
 @contextmanager
-def warmed(settings: Settings) -> Iterator[None]:
-    """Build what ``settings.worker`` asks for around the block (the worker's imports)."""
+def warmed(settings: Settings, setup_logging: Callable[[], object] | None = None
+           ) -> Iterator[None]:
+    """Build what ``settings.worker`` asks for around the block (the worker's imports).
+
+    ``setup_logging`` (the worker's) runs first when there is anything to build: models and
+    labelling modules may log as they load (open_clip on the root logger, which would
+    configure it), before the worker would have set its logging up.
+    """
     worker = settings.worker
     if not (worker.warm_models or worker.warm_lfs):
         yield
         return
+    if setup_logging is not None:
+        setup_logging()
     rt = Runtime(settings)
     set_runtime(rt)  # the pool's processes inherit it, models and labelling functions built
     builder = _models_thread(rt) if worker.warm_models else None

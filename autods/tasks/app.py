@@ -154,11 +154,7 @@ def _preload_heavy_modules(sender, **_) -> None:
     settings = Settings()
     consumed = sender.app.amqp.queues.consume_from or {}
     stage_modules = [s.module for s in stages() if s.queue in consumed]
-    if settings.worker.warm_models and hasattr(sender, "setup_logging"):
-        # Models log as they build (open_clip on the root logger, which would configure
-        # it): the worker's logging is set up first, as it would be after this signal.
-        sender.setup_logging()
-    with warmed(settings):
+    with warmed(settings, getattr(sender, "setup_logging", None)):
         for name in preload_modules(settings.worker.preload, consumed) + stage_modules:
             try:
                 importlib.import_module(name)
