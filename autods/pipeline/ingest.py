@@ -8,8 +8,9 @@ parse them a second time.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -59,38 +60,62 @@ def _reject(item_id: int, exc: Rejected) -> _Outcome:
     return _Outcome(item_id, reason=exc.reason.value, detail=exc.detail[:500] or None)
 
 
-def _ingest_one(rt: Runtime, item: _Input, forgotten: frozenset[str],
-                pack: PackWriter) -> _Outcome:
-    """One input to bytes in the chunk's pack; bad input comes back as a reason, never as
-    an exception. Content the dataset was asked to forget is refused before it is stored
-    again."""
-    fetch = rt.settings.fetch
+@dataclass(slots=True)
+class _Fetched:
+    """An input's bytes and what they claim to be, or why there are none."""
+
+    data: bytes = b""
+    declared_ext: str | None = None
+    content_type: str | None = None
+    caption: str | None = None
+    rejected: Rejected | None = None
+
+
+def _fetch_one(rt: Runtime, item: _Input) -> _Fetched:
+    """The network half of an input, run on a prefetch thread: its bytes and caption."""
     try:
         if item.source_error:
             raise Rejected(Reason(item.source_error), "refused by the source reader")
         if item.modality == Modality.TEXT:
-            data = validate_text((item.text or "").encode("utf-8", "surrogateescape"),
-                                 fetch.max_text_chars).encode()
-            mime, ext = "text/plain", "txt"
+            got = _Fetched((item.text or "").encode("utf-8", "surrogateescape"))
         else:
             fetched = rt.fetcher.fetch(item.uri)
-            info = validate_image(fetched.data, fetched.declared_ext, fetched.content_type,
-                                  fetch.max_pixels)
-            data, mime, ext = fetched.data, info.mime, info.ext
+            got = _Fetched(fetched.data, fetched.declared_ext, fetched.content_type)
     except Rejected as exc:
-        return _reject(item.item_id, exc)
-    caption = item.caption
+        return _Fetched(rejected=exc)
+    got.caption = item.caption
     if item.caption_uri:
         try:
-            caption = rt.fetcher.fetch(item.caption_uri).data.decode("utf-8")
+            got.caption = rt.fetcher.fetch(item.caption_uri).data.decode("utf-8")
         except (Rejected, UnicodeDecodeError) as exc:
             log.info("caption %s unreadable: %s", item.caption_uri, exc)
+    return got
+
+
+def _ingest_one(rt: Runtime, item: _Input, got: _Fetched, forgotten: frozenset[str],
+                pack: PackWriter) -> _Outcome:
+    """One fetched input to bytes in the chunk's pack; bad input comes back as a reason,
+    never as an exception. Content the dataset was asked to forget is refused before it is
+    stored again."""
+    fetch = rt.settings.fetch
+    try:
+        if got.rejected is not None:
+            raise got.rejected
+        if item.modality == Modality.TEXT:
+            data = validate_text(got.data, fetch.max_text_chars).encode()
+            mime, ext = "text/plain", "txt"
+        else:
+            info = validate_image(got.data, got.declared_ext, got.content_type,
+                                  fetch.max_pixels)
+            data, mime, ext = got.data, info.mime, info.ext
+    except Rejected as exc:
+        return _reject(item.item_id, exc)
     sha = sha256_hex(data)
     if sha in forgotten:
         return _reject(item.item_id, Rejected(Reason.FORGOTTEN, "forgotten from this dataset"))
     first = pack.add(sha, data)  # a copy within the chunk is hashed once
     return _Outcome(item.item_id, sha, mime, ext, len(data), item.modality,
-                    clean_caption(caption),
+                    clean_caption(got.caption),
                     features=hashed(data) if first and item.modality == Modality.IMAGE else None)
 
 
@@ -107,15 +132,9 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     store = rt.store()
     staging = store.root / "packs" if isinstance(store, LocalStore) else None
     with PackWriter(staging) as pack:
-        def one(item: _Input) -> _Outcome:
-            return _ingest_one(rt, item, forgotten, pack)
-
-        threads = _threads(rt, inputs)
-        if threads == 1:  # a hand-off per item to one thread costs more than the item
-            outcomes = list(map(one, inputs))
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                outcomes = list(pool.map(one, inputs))
+        outcomes: list[_Outcome] = [None] * len(inputs)  # type: ignore[list-item]
+        for i, got in _fetched(rt, inputs):  # recorded in input order: asset ids stay stable
+            outcomes[i] = _ingest_one(rt, inputs[i], got, forgotten, pack)
         shas = {o.sha256 for o in outcomes if o.reason is None}
         with session_scope(rt.engine) as db:  # content the dataset holds is not stored again
             stored = set(db.scalars(select(Asset.sha256).where(
@@ -126,11 +145,14 @@ def ingest(rt: Runtime, work: ChunkWork) -> dict[str, int]:
     return {"ingested": ok, "failed": len(outcomes) - ok}
 
 
-def _threads(rt: Runtime, inputs: list[_Input]) -> int:
-    """Threads hide network latency; reading local files gains nothing from them but
-    contention for the interpreter lock with the decoding and hashing around it."""
-    remote = sum(urlsplit(i.uri or "").scheme in REMOTE_SCHEMES for i in inputs)
-    return max(1, min(rt.settings.fetch.threads, remote))
+def _fetched(rt: Runtime, inputs: list[_Input]) -> Iterator[tuple[int, _Fetched]]:
+    """Each input's bytes, by index, as they arrive. Threads hide network latency (the
+    runtime's prefetcher starts as many as the consumer waits for); reading local files
+    gains nothing from them but contention for the interpreter lock with the decoding and
+    hashing around it."""
+    if not any(urlsplit(i.uri or "").scheme in REMOTE_SCHEMES for i in inputs):
+        return ((i, _fetch_one(rt, item)) for i, item in enumerate(inputs))
+    return rt.prefetcher.imap(partial(_fetch_one, rt), inputs)
 
 
 def _record(rt: Runtime, dataset_id: int, outcomes: list[_Outcome], pack: str | None,

@@ -57,6 +57,12 @@ class Runtime:
                        s3_client_factory=lambda: self.s3)
 
     @cached_property
+    def prefetcher(self):
+        from autods.core.prefetch import Prefetcher
+
+        return Prefetcher(self.settings.fetch.threads)
+
+    @cached_property
     def embedder(self):
         return self.build_embedder()
 
