@@ -272,14 +272,11 @@ def worker(
     if log_json:
         os.environ["AUTODS_LOG_JSON"] = "1"  # read by the worker's start-up and its pool
     from autods.pipeline.stagetable import queues as all_queues
-    from autods.tasks.app import app as celery_app
+    from autods.tasks.worker import run_worker
 
-    queues = queues or ",".join(all_queues())
-    name = hostname or f"{queues.split(',')[0]}@%h"
-    argv = ["worker", "-Q", queues, "-E", "-n", name, "--loglevel", loglevel]
-    if concurrency:
-        argv += ["-c", str(concurrency)]
-    celery_app.worker_main(argv)
+    consumed = queues.split(",") if queues else list(all_queues())
+    raise typer.Exit(run_worker(consumed, hostname or f"{consumed[0]}@%h", concurrency,
+                                loglevel))
 
 
 @app.command()

@@ -68,10 +68,9 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.settings.to_env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-        cmd = [sys.executable, "-m", "celery", "-A", self.app, "worker",
-               "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", "prefork",
-               "-n", self.name, "-E", "--without-gossip", "--without-mingle",
-               "--without-heartbeat", "--loglevel", "INFO"]
+        cmd = [sys.executable, "-m", "autods.tasks.worker", "--app", self.app,
+               "--queues", ",".join(self.queues), "--concurrency", str(self.concurrency),
+               "--hostname", self.name, "--lean", "--loglevel", "INFO"]
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.logfile.open("ab")
         # Its own process group, so ``stop`` can end the pool children with it.
