@@ -49,9 +49,10 @@ def _threads(settings: Settings, cores_each: int) -> Settings:
 
 
 class WorkerProcess:
-    """A ``celery worker`` child process on the given queues; stopped with a warm shutdown.
+    """A Celery worker child process on the given queues; stopped with a warm shutdown.
 
-    It runs the same command a deployment runs, with these settings as its environment.
+    It runs the worker a deployment's ``autods worker`` runs (``autods.tasks.worker``),
+    without gossip, mingle and heartbeats, with these settings as its environment.
     ``app`` is the Celery app to load (a module of one's own may extend the stage table
     before it imports autods' app).
     """

@@ -61,17 +61,17 @@ def test_worker_log_json_option_sets_the_setting(monkeypatch) -> None:
 
     from autods.cli import app
     from autods.config import Settings
-    from autods.tasks.app import app as celery_app
 
     seen: dict = {}
 
-    def worker_main(argv: list[str]) -> None:  # what the worker would read at start-up
-        seen.update(argv=argv, setting=Settings().log_json)
+    def run_worker(queues: list[str], hostname: str, *args) -> int:  # what it would read
+        seen.update(queues=queues, hostname=hostname, setting=Settings().log_json)
+        return 0
 
     monkeypatch.setenv("AUTODS_LOG_JSON", "0")  # restored (unset) after the test
-    monkeypatch.setattr(celery_app, "worker_main", worker_main)
+    monkeypatch.setattr("autods.tasks.worker.run_worker", run_worker)
 
     result = CliRunner().invoke(app, ["worker", "--queues", "ingest", "--log-json"])
 
     assert result.exit_code == 0, result.output
-    assert seen["setting"] is True and seen["argv"][:3] == ["worker", "-Q", "ingest"]
+    assert seen == {"queues": ["ingest"], "hostname": "ingest@%h", "setting": True}
