@@ -4,22 +4,25 @@ Every fetch is bounded in time, bytes and redirects, because inputs come from li
 nobody has vetted. A remote server that still misbehaves after a couple of quick retries is
 bad input (``Rejected``); ``TransientError`` is kept for our own S3 storage failing.
 
-URLs are untrusted, so HTTP connections go through ``_GuardedBackend``: it resolves each
-host itself, refuses internal addresses (SSRF) and connects to exactly the address it
+URLs are untrusted, so HTTP connections are opened by ``_GuardedConnector``: it resolves
+each host itself, refuses internal addresses (SSRF) and connects to exactly the address it
 checked, for the first request and every redirect hop alike.
 
-Requests go to httpcore's connection pool directly. httpx parses and joins URLs (IDNA,
-percent-encoding), but its client adds nothing a fetch loop needs (redirects are followed
-here, cookies are refused, bodies are not decoded) and its request and response models
-cost as much time per small image as the HTTP exchange itself.
+Requests go through the standard library's ``http.client``, on connections pooled here.
+httpx parses and joins URLs (IDNA, percent-encoding); the exchange itself needs no more than
+``http.client`` does. A fetch of an 18 kB image over loopback costs 190 µs of CPU this way
+and 290-330 µs through httpcore's pool and h11: on a fast network the HTTP client was a
+fifth of the work per image.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import ipaddress
 import logging
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -30,7 +33,6 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import httpcore
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
@@ -96,97 +98,161 @@ def _refuse_internal(host: str, addresses: Iterable[str]) -> None:
             raise Rejected(Reason.BLOCKED_PRIVATE_ADDRESS, f"{host} resolves to {address}")
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """A socket stream whose every operation ends by the fetch deadline of its thread."""
-
-    def __init__(self, inner: httpcore.NetworkStream, backend: _GuardedBackend) -> None:
-        self._inner = inner
-        self._backend = backend
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._backend.bound(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._backend.bound(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: Any,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        bounded = self._backend.bound(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(
-            self._inner.start_tls(ssl_context, server_hostname, bounded), self._backend
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+# The deadline of the fetch this thread is making (a ``time.monotonic`` value), or None.
+_deadline = threading.local()
 
 
-class _GuardedBackend(httpcore.SyncBackend):
+@contextmanager
+def _fetching_until(at: float) -> Iterator[None]:
+    """Bound every socket operation of this thread's fetch by ``at``."""
+    _deadline.at = at
+    try:
+        yield
+    finally:
+        _deadline.at = None
+
+
+def _time_left() -> float | None:
+    """Seconds left to this thread's fetch deadline; ``TimeoutError`` once it has passed."""
+    at = getattr(_deadline, "at", None)
+    if at is None:
+        return None
+    left = at - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("fetch deadline passed")
+    return left
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose every send and receive ends by the fetch deadline of its thread, so
+    a server that drips bytes, headers included, cannot hold a worker thread past
+    ``timeout_s``."""
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        if (left := _time_left()) is not None:
+            self.settimeout(left)
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        if (left := _time_left()) is not None:
+            self.settimeout(left)
+        super().sendall(data, flags)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The same bound on a TLS connection (``SSLContext.sslsocket_class``); its handshake
+    runs within the time left when the connection was opened."""
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        if (left := _time_left()) is not None:
+            self.settimeout(left)
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        if (left := _time_left()) is not None:
+            self.settimeout(left)
+        super().sendall(data, flags)
+
+
+class _GuardedConnector:
     """Opens the pool's connections: resolve, vet, connect to the vetted address.
 
     Checking where the socket is opened, rather than before the request, means a DNS
     answer cannot change between the check and the connect (DNS rebinding), and that
-    redirects and pooled connections cannot bypass it. Each thread's fetch deadline bounds
-    every socket operation, so a server that drips bytes, headers included, cannot hold a
-    worker thread past ``timeout_s``.
+    redirects and pooled connections cannot bypass it. The fetch deadline of the calling
+    thread bounds the connect, and the socket's every later operation.
     """
 
     def __init__(self, allow_private_networks: bool) -> None:
         self._allow_private_networks = allow_private_networks
-        self._local = threading.local()
 
-    @contextmanager
-    def deadline(self, at: float) -> Iterator[None]:
-        """Bound this thread's socket operations by ``at`` (a ``time.monotonic`` value)."""
-        self._local.at = at
-        try:
-            yield
-        finally:
-            self._local.at = None
-
-    def bound(self, timeout: float | None, expired: type[httpcore.TimeoutException]
-              ) -> float | None:
-        """The smaller of the pool's per-operation timeout and the time left to the deadline."""
-        at = getattr(self._local, "at", None)
-        if at is None:
-            return timeout
-        left = at - time.monotonic()
-        if left <= 0:
-            raise expired("fetch deadline passed")
-        return left if timeout is None else min(timeout, left)
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
+    def open(self, address: tuple[str, int], timeout: float | None = None,
+             source_address: Any = None) -> socket.socket:
+        """``http.client``'s ``_create_connection``, guarded; the connect is bounded by the
+        fetch deadline, not by ``timeout`` (``http.client``'s, never set here)."""
+        host, port = address
         addresses = _resolve(host, port)
         if not self._allow_private_networks:
             _refuse_internal(host, addresses)
         *others, last = addresses
-        for address in others:
+        for ip in others:
             try:
-                return self._connect(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as exc:
+                return self._connect(ip, port)
+            except (OSError, TimeoutError) as exc:
                 log.debug("connect to %s (%s) failed, trying the next address: %s",
-                          host, address, exc)
-        return self._connect(last, port, timeout, local_address, socket_options)
+                          host, ip, exc)
+        return self._connect(last, port)
 
-    def _connect(self, address: str, port: int, timeout: float | None,
-                 local_address: str | None, socket_options: Iterable[Any] | None
-                 ) -> httpcore.NetworkStream:
-        stream = super().connect_tcp(address, port, self.bound(timeout, httpcore.ConnectTimeout),
-                                     local_address, socket_options)
-        return _DeadlineStream(stream, self)
+    def _connect(self, ip: str, port: int) -> socket.socket:
+        left = _time_left()
+        sock = _DeadlineSocket(socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                               socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(left)
+            sock.connect((ip, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+_Key = tuple[str, str, int]
+# How a kept-alive connection that the server closed meanwhile fails, before any answer.
+_Dropped = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Idle connections kept per host, and for how long: servers close idle ones after a few
+# seconds, and a request on a closed one costs a retry.
+_KEEPALIVE_PER_HOST = 20
+_KEEPALIVE_S = 5.0
+
+
+class _Pool:
+    """Idle keep-alive connections by (scheme, host, port), shared by a fetcher's threads;
+    each connection serves one request at a time."""
+
+    def __init__(self, connector: _GuardedConnector, ssl_context: ssl.SSLContext) -> None:
+        self._connector, self._ssl_context = connector, ssl_context
+        self._idle: dict[_Key, list[tuple[http.client.HTTPConnection, float]]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: _Key) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection to ``key`` and whether it served a request before."""
+        now = time.monotonic()
+        with self._lock:
+            idle = self._idle.get(key, [])
+            while idle:
+                conn, since = idle.pop()
+                if now - since < _KEEPALIVE_S:
+                    return conn, True
+                conn.close()
+        return self.fresh(key), False
+
+    def fresh(self, key: _Key) -> http.client.HTTPConnection:
+        """A new connection to ``key``, opened at its first request."""
+        scheme, host, port = key
+        if scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, context=self._ssl_context)
+        else:
+            conn = http.client.HTTPConnection(host, port)
+        conn._create_connection = self._connector.open  # type: ignore[attr-defined]
+        return conn
+
+    def give(self, key: _Key, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < _KEEPALIVE_PER_HOST:
+                idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn, _ in conns:
+                conn.close()
 
 
 def _extension(name: str) -> str | None:
@@ -220,17 +286,12 @@ def _check_status(status: int) -> None:
     raise Rejected(Reason.HTTP_ERROR, f"status {status}")
 
 
-def _content_length(headers: dict[bytes, bytes]) -> int | None:
+def _content_length(value: str | None) -> int | None:
     """The declared body size; None when absent or malformed (the read bound then decides)."""
     try:
-        return int(headers[b"content-length"])
-    except (KeyError, ValueError):
+        return int(value) if value is not None else None
+    except ValueError:
         return None
-
-
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
-    return value.decode("latin-1") if value is not None else None
 
 
 def _local_path(uri: str) -> Path:
@@ -267,21 +328,14 @@ class Fetcher:
         # Built on the first s3:// fetch only: creating a boto3 client resolves
         # credentials, which may query the instance metadata endpoint.
         self._s3_factory = s3_client_factory
-        self._backend = _GuardedBackend(allow_private_networks)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            network_backend=self._backend,
-        )
+        self._connector = _GuardedConnector(allow_private_networks)
+        context = httpx.create_ssl_context(trust_env=False)
+        context.sslsocket_class = _DeadlineSSLSocket
+        self._pool = _Pool(self._connector, context)
         # Identity encoding: images are compressed already, and max_bytes then counts what
         # travels. No cookie is ever sent, so nothing accumulates or leaks across sites.
-        self._headers = [(b"User-Agent", settings.user_agent.encode("latin-1")),
-                         (b"Accept-Encoding", b"identity"), (b"Accept", b"*/*")]
-        timeout = settings.timeout_s
-        self._timeouts = {"connect": timeout, "read": timeout, "write": timeout,
-                          "pool": timeout}
+        self._headers = {"User-Agent": settings.user_agent, "Accept-Encoding": "identity",
+                         "Accept": "*/*"}
 
     def __enter__(self) -> Fetcher:
         return self
@@ -313,7 +367,7 @@ class Fetcher:
         """Follow ``uri`` within one deadline, retrying what a retry may fix while time is left."""
         url = _parse_url(uri)
         deadline = time.monotonic() + self.settings.timeout_s
-        with self._backend.deadline(deadline):
+        with _fetching_until(deadline):
             for pause in _BACKOFF_S:
                 try:
                     return self._follow(url)
@@ -343,48 +397,72 @@ class Fetcher:
                        f"more than {self.settings.max_redirects} redirects")
 
     def _request(self, url: httpx.URL) -> Fetched | httpx.URL:
-        """One GET: the fetched body, or the URL a redirect points to."""
-        target = httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port,
-                              target=url.raw_path)
-        headers = [(b"Host", url.netloc), *self._headers]
-        if url.userinfo:
-            headers.append((b"Authorization", b"Basic " + base64.b64encode(
-                f"{url.username}:{url.password}".encode())))
+        """One GET: the fetched body, or the URL a redirect points to. A pooled connection
+        the server has closed meanwhile fails before any answer; the request then goes once
+        more on a new connection."""
+        key = (url.scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[url.scheme])
+        conn, reused = self._pool.take(key)
         try:
-            with self._pool.stream("GET", target, headers=headers,
-                                   extensions={"timeout": self._timeouts}) as response:
-                fields = {k.lower(): v for k, v in response.headers}
-                location = _header(fields, b"location")
-                if response.status in _REDIRECT_STATUSES and location:
-                    return _parse_url(location, base=url)
-                _check_status(response.status)
-                encoding = _header(fields, b"content-encoding")
-                if encoding and encoding.strip().lower() != "identity":
-                    raise Rejected(Reason.HTTP_ERROR,
-                                   f"content-encoding {encoding[:40]!r}, identity was asked")
-                data = self._read(response, fields)
-                content_type = media_type(_header(fields, b"content-type"))
-        except httpcore.TimeoutException as exc:
-            raise _Retryable(Reason.TIMEOUT, str(exc) or type(exc).__name__) from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+            return self._exchange(key, conn, url)
+        except _Dropped as exc:
+            if reused:
+                return self._exchange(key, self._pool.fresh(key), url)
+            raise _Retryable(Reason.CONNECTION_ERROR, str(exc) or "connection dropped") from exc
+
+    def _exchange(self, key: _Key, conn: http.client.HTTPConnection,
+                  url: httpx.URL) -> Fetched | httpx.URL:
+        """The request on ``conn``, which goes back to the pool only after a whole body."""
+        headers = {"Host": url.netloc.decode("ascii"), **self._headers}
+        if url.userinfo:
+            headers["Authorization"] = "Basic " + base64.b64encode(
+                f"{url.username}:{url.password}".encode()).decode("ascii")
+        done = False
+        try:
+            conn.request("GET", url.raw_path.decode("ascii"), headers=headers)
+            response = conn.getresponse()
+            location = response.getheader("location")
+            if response.status in _REDIRECT_STATUSES and location:
+                return _parse_url(location, base=url)
+            _check_status(response.status)
+            encoding = response.getheader("content-encoding")
+            if encoding and encoding.strip().lower() != "identity":
+                raise Rejected(Reason.HTTP_ERROR,
+                               f"content-encoding {encoding[:40]!r}, identity was asked")
+            data = self._read(response)
+            content_type = media_type(response.getheader("content-type"))
+            response.close()  # read to its end: the connection may take the next request
+            done = not response.will_close
+        except _Dropped:
+            raise
+        except TimeoutError as exc:
+            raise _Retryable(Reason.TIMEOUT, str(exc) or "timed out") from exc
+        except (OSError, http.client.HTTPException) as exc:
             raise _Retryable(Reason.CONNECTION_ERROR, str(exc) or type(exc).__name__) from exc
+        finally:
+            if done:
+                self._pool.give(key, conn)
+            else:
+                conn.close()
         return Fetched(data, content_type, _extension(url.path))
 
-    def _read(self, response: httpcore.Response, fields: dict[bytes, bytes]) -> bytes:
+    def _read(self, response: http.client.HTTPResponse) -> bytes:
         """The body, read no further than ``max_bytes``; a short body is a dropped connection."""
         limit = self.settings.max_bytes
-        declared = _content_length(fields)
+        declared = _content_length(response.getheader("content-length"))
         if declared is not None and declared > limit:
             raise Rejected(Reason.TOO_LARGE, f"content-length {declared} > {limit} bytes")
         body = bytearray()
         try:
-            for chunk in response.iter_stream():
+            while chunk := response.read1(65536):
                 body += chunk
                 if len(body) > limit:
                     raise Rejected(Reason.TOO_LARGE, f"body exceeds {limit} bytes")
-        except httpcore.RemoteProtocolError as exc:
+        except http.client.IncompleteRead as exc:
             raise _Retryable(Reason.CONNECTION_ERROR,
                              f"incomplete body ({len(body)} of {declared} bytes)") from exc
+        if declared is not None and len(body) < declared:
+            raise _Retryable(Reason.CONNECTION_ERROR,
+                             f"incomplete body ({len(body)} of {declared} bytes)")
         if not body:
             raise Rejected(Reason.EMPTY, "empty body")
         return bytes(body)

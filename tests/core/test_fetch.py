@@ -382,14 +382,14 @@ def test_html_served_as_jpeg_is_fetched_then_refused_by_validation(fetcher, serv
 def test_connections_are_pooled(server):
     with Fetcher(SETTINGS, allow_private_networks=True) as f:
         opened = []
-        real = fetch_module._GuardedBackend._connect
+        real = fetch_module._GuardedConnector._connect
 
         def counting(self, *args):
             opened.append(args[0])
             return real(self, *args)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(fetch_module._GuardedBackend, "_connect", counting)
+            mp.setattr(fetch_module._GuardedConnector, "_connect", counting)
             for _ in range(3):
                 f.fetch(f"{server.base}/img/a.png")
     assert opened == ["127.0.0.1"]
