@@ -166,7 +166,7 @@ class _GuardedConnector:
     def __init__(self, allow_private_networks: bool) -> None:
         self._allow_private_networks = allow_private_networks
 
-    def open(self, address: tuple[str, int], timeout: float | None = None,
+    def open(self, address: tuple[str, int], timeout: Any = None,
              source_address: Any = None) -> socket.socket:
         """``http.client``'s ``_create_connection``, guarded; the connect is bounded by the
         fetch deadline, not by ``timeout`` (``http.client``'s, never set here)."""
@@ -178,7 +178,7 @@ class _GuardedConnector:
         for ip in others:
             try:
                 return self._connect(ip, port)
-            except (OSError, TimeoutError) as exc:
+            except OSError as exc:
                 log.debug("connect to %s (%s) failed, trying the next address: %s",
                           host, ip, exc)
         return self._connect(last, port)
@@ -402,12 +402,14 @@ class Fetcher:
         more on a new connection."""
         key = (url.scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[url.scheme])
         conn, reused = self._pool.take(key)
-        try:
-            return self._exchange(key, conn, url)
-        except _Dropped as exc:
-            if reused:
-                return self._exchange(key, self._pool.fresh(key), url)
-            raise _Retryable(Reason.CONNECTION_ERROR, str(exc) or "connection dropped") from exc
+        while True:
+            try:
+                return self._exchange(key, conn, url)
+            except _Dropped as exc:
+                if not reused:
+                    raise _Retryable(Reason.CONNECTION_ERROR,
+                                     str(exc) or "connection dropped") from exc
+                conn, reused = self._pool.fresh(key), False
 
     def _exchange(self, key: _Key, conn: http.client.HTTPConnection,
                   url: httpx.URL) -> Fetched | httpx.URL:

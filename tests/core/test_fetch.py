@@ -11,6 +11,7 @@ import collections
 import gzip
 import io
 import ipaddress
+import logging
 import os
 import socket
 import subprocess
@@ -84,6 +85,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def route_img(self, path, query):
         self.send_body(200, PNG, "Image/PNG; charset=binary")
+
+    def route_hangup(self, path, query):
+        """An image, then the connection closed without saying so first (no
+        ``Connection: close``): the client keeps it, and its next request there fails."""
+        self.send_body(200, PNG, "image/png")
+        self.close_connection = True
 
     def route_status(self, path, query):
         self.send_body(int(path.rsplit("/", 1)[1]), b"status page", "text/plain")
@@ -393,6 +400,26 @@ def test_connections_are_pooled(server):
             for _ in range(3):
                 f.fetch(f"{server.base}/img/a.png")
     assert opened == ["127.0.0.1"]
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_once(server, caplog):
+    caplog.set_level(logging.INFO, logger="autods.core.fetch")
+    with Fetcher(SETTINGS, allow_private_networks=True) as f:
+        opened = []
+        real = fetch_module._GuardedConnector._connect
+
+        def counting(self, *args):
+            opened.append(args[0])
+            return real(self, *args)
+
+        before = len(server.requests)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fetch_module._GuardedConnector, "_connect", counting)
+            for _ in range(3):
+                assert f.fetch(f"{server.base}/hangup/a.png").data == PNG
+    assert opened == ["127.0.0.1"] * 3  # each kept connection was found closed
+    assert server.requests[before:] == ["/hangup/a.png"] * 3  # and nothing sent twice
+    assert "retrying" not in caplog.text  # replaced at once, not after a failed attempt
 
 
 @pytest.mark.parametrize(
