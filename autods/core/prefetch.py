@@ -23,12 +23,18 @@ R = TypeVar("R")
 
 
 class _Run(Generic[T, R]):
-    """One ``imap`` call: a shared cursor over the items, results as they complete."""
+    """One ``imap`` call: a shared cursor over the items, results as they complete.
 
-    def __init__(self, fetch: Callable[[T], R], items: Sequence[T]) -> None:
+    A fetch claims one of ``ahead`` places before it claims an item, and the consumer frees
+    a place with each result it takes: however fast the network, no more than ``ahead``
+    inputs wait in memory, as many as the threads would hold if each handled its own.
+    """
+
+    def __init__(self, fetch: Callable[[T], R], items: Sequence[T], ahead: int) -> None:
         self.fetch, self.items = fetch, items
         self.done: queue.SimpleQueue[tuple[int, R | None, BaseException | None]] = (
             queue.SimpleQueue())
+        self.places = threading.Semaphore(ahead)
         self._next = 0
         self._lock = threading.Lock()
         self.stopped = False
@@ -41,6 +47,15 @@ class _Run(Generic[T, R]):
             self._next += 1
             return self._next - 1
 
+    def _claim(self, wait: bool = True) -> int | None:
+        """The next item, with a place for its result; None when there is none to take."""
+        if not self.places.acquire(blocking=wait):
+            return None
+        i = self._take()
+        if i is None:
+            self.places.release()
+        return i
+
     @property
     def unclaimed(self) -> int:
         with self._lock:
@@ -52,17 +67,24 @@ class _Run(Generic[T, R]):
                 self.done.put((i, self.fetch(self.items[i]), None))
             except BaseException as exc:  # handed to the consumer, which raises it
                 self.done.put((i, None, exc))
-            i = self._take()
+            i = self._claim()
 
     def start_thread(self) -> None:
         """A new thread, given its first item here so that none starts with nothing to do."""
-        first = self._take()
+        first = self._claim(wait=False)
         if first is None:
             return
         thread = threading.Thread(target=self.work, args=(first,),
                                   name=f"prefetch-{len(self.threads)}", daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    def stop(self) -> None:
+        """Let every thread end after its current fetch, waiting for a place or not."""
+        self.stopped = True
+        self.places.release(len(self.threads))
+        for thread in self.threads:
+            thread.join()
 
 
 class Prefetcher:
@@ -79,20 +101,19 @@ class Prefetcher:
         ``fetch`` is raised here, in the consumer; the remaining fetches are abandoned."""
         if not items:
             return
-        run: _Run[T, R] = _Run(fetch, items)
+        run: _Run[T, R] = _Run(fetch, items, ahead=self.max_threads)
         limit = min(self.max_threads, len(items))
         for _ in range(min(self.level, limit)):
             run.start_thread()
         try:
             for received in range(len(items)):
                 i, result, error = self._next(run, growing=received > 0, limit=limit)
+                run.places.release()
                 if error is not None:
                     raise error
                 yield i, result  # type: ignore[misc]
         finally:
-            run.stopped = True
-            for thread in run.threads:
-                thread.join()
+            run.stop()
             self.level = max(1, len(run.threads) - 1)
 
     def _next(self, run: _Run[T, R], growing: bool, limit: int

@@ -104,6 +104,31 @@ def test_an_exception_reaches_the_consumer_and_no_thread_is_left():
     assert not [t for t in threading.enumerate() if t.name.startswith("prefetch-")]
 
 
+def test_no_more_than_max_threads_inputs_wait_in_memory():
+    """A consumer that stops at its first result: the threads may not fetch on past the
+    places it has not freed (they would, within the half second, without the bound)."""
+    pre = Prefetcher(max_threads=3, patience_s=0)
+    pre.level = 3
+    calls = 0
+    lock = threading.Lock()
+    past_bound = threading.Event()
+
+    def fetch(item: int) -> int:
+        nonlocal calls
+        with lock:
+            calls += 1
+            if calls > 4:  # the first result taken, and three places
+                past_bound.set()
+        return item
+
+    for consumed, _ in enumerate(pre.imap(fetch, list(range(100))), start=1):
+        if consumed == 1:
+            assert not past_bound.wait(0.5)
+        with lock:
+            assert calls <= consumed + 3
+    assert calls == 100
+
+
 def test_no_items_no_threads():
     pre = Prefetcher(max_threads=4)
     pre.level = 3
