@@ -4,8 +4,9 @@ Threads hide the time a fetch waits on the network. Past that they only add work
 network, sixteen threads sharing one interpreter lock and one connection pool built a
 5,000-URL dataset in 8.2-9.0 s where one thread took 7.2 s. How many are needed depends on
 the servers, not on a setting, so the count is found while fetching: the consumer (the
-thread that validates and hashes) asks for one more fetch thread each time it finds
-nothing fetched to work on, up to ``max_threads``. A ``Prefetcher`` lives as long as its
+thread that validates and hashes) asks for one more fetch thread each time it has waited
+``patience_s`` with nothing fetched to work on, up to ``max_threads``; no more than
+``max_threads`` fetched inputs wait for it in memory. A ``Prefetcher`` lives as long as its
 worker process and starts each run from the count the previous run ended with, less one, so
 a slow network keeps its threads and a fast one gives them back.
 """
