@@ -48,6 +48,17 @@ def autods_command() -> list[str]:
 _LOG_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): ")
 
 
+def user_env(**settings: str) -> dict[str, str]:
+    """The environment of a timed command as a user's shell has it: no ``AUTODS_*`` setting
+    but ``settings``, and bytecode written. With ``PYTHONDONTWRITEBYTECODE`` set (as some
+    sandboxes do) every run would compile autods' modules again, about 0.2 s per process,
+    where a user's second run imports them compiled; installed packages are compiled at
+    install, so only autods would pay."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AUTODS_") and k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, **settings}
+
+
 def worker_log_time(line: str) -> float | None:
     """The epoch seconds of a Celery worker log line (its stamp is local time), or None for
     a line without a stamp."""

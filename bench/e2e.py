@@ -25,6 +25,7 @@ from bench.common import (
     median,
     not_run,
     target_row,
+    user_env,
     worker_log_time,
 )
 from bench.services import StaticServer
@@ -35,6 +36,8 @@ NAME_DEFAULTS = "End to end: autods build vs img2dataset with its defaults (URLs
 PROCESSES = 2
 I2D_THREADS = 16
 TARGET = 1.5
+#: ``BENCH_E2E_URLS=50000`` runs the larger list the speed targets also name.
+URLS = int(os.environ.get("BENCH_E2E_URLS", 0))
 
 
 def ensure_img2dataset(ctx: Context) -> tuple[Path | None, str]:
@@ -120,7 +123,7 @@ def run(ctx: Context) -> list[Row]:
     if exe is None:
         return [not_run(GROUP, NAME, f"img2dataset could not be installed: {why}",
                         f">= {TARGET:g}x")]
-    n = ctx.size(200, 5000)
+    n = URLS or ctx.size(200, 5000)
     rounds = ctx.size(1, 3)
     shard_size = min(1000, max(1, n // PROCESSES))
     paths = data.jpegs_512(ctx, n)
@@ -128,9 +131,7 @@ def run(ctx: Context) -> list[Row]:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     autods_cmd = autods_command()
-    env = {**os.environ, "AUTODS_ALLOW_PRIVATE_NETWORKS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    env = {k: v for k, v in env.items()
-           if not k.startswith("AUTODS_") or k == "AUTODS_ALLOW_PRIVATE_NETWORKS"}
+    env = user_env(AUTODS_ALLOW_PRIVATE_NETWORKS="1", NO_ALBUMENTATIONS_UPDATE="1")
     counts: dict[str, int] = {}
     failures: list[str] = []
     phases: list[tuple[float, float]] = []

@@ -15,11 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import Context, Row, autods_command, log, median, worker_log_time
+from bench.common import Context, Row, autods_command, log, median, user_env, worker_log_time
 
 GROUP = "firstrun"
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample"
 FIRST_TARGET_S, WHOLE_TARGET_S = 3.0, 10.0
+
+
 def _first_ingest(out: Path) -> float | None:
     """When (epoch seconds) the first ``autods.ingest.chunk`` succeeded, from the workers'
     logs."""
@@ -35,8 +37,7 @@ def _build(ctx: Context, n: int) -> tuple[float, float]:
     """(seconds to the first ingested chunk, seconds to the process's exit) of one build."""
     out = ctx.path("firstrun", f"ds-{n}")
     shutil.rmtree(out, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODS_")}
-    env["AUTODS_CLIP_PRETRAINED"] = "random"
+    env = user_env(AUTODS_CLIP_PRETRAINED="random")
     cmd = autods_command() + ["build", str(SAMPLE / "images"), str(SAMPLE / "texts.jsonl"),
                               "--out", str(out), "--lfs", "examples.sample_lfs", "--quiet"]
     start = time.time()
