@@ -1,5 +1,5 @@
 """The embedded broker and result store: kombu's filesystem transport with atomic message
-files, and Celery's file result backend with a counter that joins chords.
+files, and Celery's file result backend with a prompt first chord check.
 
 kombu creates a message file and then writes it, so a consumer listing the folder in
 between can take an empty file and fail to decode it. Here the message is written under a
@@ -9,7 +9,6 @@ place once complete.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import uuid
 from time import monotonic
@@ -39,22 +38,11 @@ class Transport(filesystem.Transport):
 
 
 class ResultBackend(FilesystemBackend):
-    """Chords joined the way Redis joins them: each header task adds one to the chord's
-    counter as it stores its result, and the one that reaches the header's size sends the
-    callback. Without a counter Celery joins by ``celery.chord_unlock`` polling the header,
-    a task and up to a retry interval after the last header task, twice per batch."""
+    """Files have no atomic counter, so a chord is joined by ``celery.chord_unlock`` polling
+    its header. ``chord.run`` sends the first poll a fixed second late, which on one machine
+    is most of a batch's shard step; it is sent after the configured retry interval."""
 
-    implements_incr = True
-
-    def incr(self, key: bytes) -> int:
-        """One more on the counter in ``key``'s file, under an exclusive lock on it, so
-        header tasks in different processes count each once."""
-        fd = os.open(self._filename(key), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            value = int(os.pread(fd, 32, 0) or b"0") + 1
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(value).encode(), 0)
-            return value
-        finally:
-            os.close(fd)  # closing releases the lock
+    def fallback_chord_unlock(self, header_result, body, countdown=1, **kwargs) -> None:
+        super().fallback_chord_unlock(header_result, body,
+                                      countdown=self.app.conf.result_chord_retry_interval,
+                                      **kwargs)

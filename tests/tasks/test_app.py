@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from celery import Celery
-from celery.app.task import Context
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
 from autods.pipeline.stagetable import embedded_workers, queues
 from autods.tasks.app import configure, preload_modules
-from autods.tasks.fsbroker import ResultBackend
 
 
 @pytest.mark.parametrize(("visibility", "interval"), [(3600, 10), (8, 2), (2, 1)])
@@ -77,46 +73,21 @@ def test_an_embedded_build_preloads_only_what_its_stages_use() -> None:
                                                                                       False]
 
 
-def test_an_embedded_chord_is_joined_by_its_counter_not_by_polling(tmp_path, monkeypatch):
-    """The file result store counts header tasks as Redis does: no ``chord_unlock`` goes
-    out, and the header task that brings the counter to the header's size sends the
-    callback, once."""
+def test_an_embedded_chord_is_first_checked_after_the_retry_interval(tmp_path, monkeypatch):
+    """Files have no counter to join a chord: ``chord_unlock`` polls. Its first poll goes out
+    after the configured interval, not the second ``chord.run`` fixes."""
     from autods.embedded import embedded_settings
     from autods.tasks.fsbroker import ResultBackend
 
-    settings = embedded_settings(tmp_path)
-    Path(settings.broker.result_backend.removeprefix("file://")).mkdir(parents=True)
-    app = configure(Celery("t"), settings)
+    app = configure(Celery("t"), embedded_settings(tmp_path))
     assert isinstance(app.backend, ResultBackend)
-    unlocks: list[dict] = []
-    monkeypatch.setattr(app.tasks["celery.chord_unlock"], "apply_async",
-                        lambda *args, **options: unlocks.append(options))
-    callbacks: list[dict] = []
-    body = app.signature("autods.publish.commit", kwargs={"job_id": 1, "batch_no": 0})
-    monkeypatch.setattr(type(body), "delay", lambda self, *a, **kw: callbacks.append(self))
-    header = [app.AsyncResult(f"t{i}") for i in range(3)]
-    app.backend.apply_chord(("g", header), body)
-    assert unlocks == []
-    for n, result in enumerate(header):
-        request = Context(id=result.id, group="g", chord=dict(body), task="x")
-        app.backend.mark_as_done(result.id, n, request=request)
-        assert len(callbacks) == (1 if n == 2 else 0)
-    assert callbacks[0]["kwargs"] == {"job_id": 1, "batch_no": 0}
-
-
-def _count(filename: str, times: int) -> None:
-    backend = ResultBackend(url=filename, app=Celery("t"))
-    for _ in range(times):
-        backend.incr(b"counter")
-
-
-def test_the_embedded_chord_counter_counts_every_process_once(tmp_path):
-    """Header tasks finish in different pool processes at once; none may lose another's
-    increment, or the chord would never be joined."""
-    url = tmp_path.as_uri()
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        pool.starmap(_count, [(url, 200)] * 4)
-    assert (tmp_path / "counter").read_bytes() == b"800"
+    sent: list[dict] = []
+    unlock = app.tasks["celery.chord_unlock"]
+    monkeypatch.setattr(unlock, "apply_async", lambda *args, **options: sent.append(options))
+    app.backend.apply_chord(("g", [app.AsyncResult("a")]), app.signature("autods.publish.commit"),
+                            countdown=1)
+    assert [s["countdown"] for s in sent] == [app.conf.result_chord_retry_interval] == [0.1]
+    assert sent[0]["queue"] == "shard"
 
 
 def test_the_embedded_model_worker_infers_a_batch_per_core_in_one_process(tmp_path):
