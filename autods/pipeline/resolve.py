@@ -5,11 +5,21 @@ another. A batch whose chunks are done marks itself ready; if its predecessor ha
 resolved yet it stops there, and the predecessor hands over when it resolves. Both sides
 write first and read second in one transaction, so whichever commits last sees the
 other: exactly one of them goes on, and nothing polls.
+
+A batch step decides before it writes: it reads its candidates and their published
+neighbours and settles them in a read-only transaction, then claims the batch and writes
+the outcome in a short one. SQLite has one writer at a time, and a step that held the
+write lock while it read and decided (seconds, once the dataset holds tens of thousands
+of images) stopped every chunk of the next batch at its first write. What was decided
+stands only if nothing was published in the dataset in between: the dataset's shard
+counter, which every publishing step advances, is read with the decision and checked
+under the dataset's lock; if it moved, the step decides again under the lock.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +32,7 @@ from autods.core.dedup import (
     SemanticRule,
     TextExactRule,
     TextNearRule,
+    Verdict,
     resolve,
     rule_family,
 )
@@ -74,12 +85,16 @@ def take_turn(rt: Runtime, job_id: int, batch_no: int) -> bool:
 
 
 def resolve_batch(rt: Runtime, job_id: int, batch_no: int) -> bool:
-    """Dedup verdicts, labels and shard plan for one batch, in one transaction.
+    """Dedup verdicts, labels and shard plan for one batch: decided from a read-only
+    transaction, written in one.
 
     Returns True when the next batch is ready and unresolved: the caller hands over to it.
     A batch resolved before (a redelivered callback) is not resolved again, but still
     hands over, in case the first delivery died before it could.
     """
+    with session_scope(rt.engine) as db:
+        resolved = db.scalar(select(Batch.resolved_at).where(_batch(job_id, batch_no)))
+        decision = None if resolved is not None else _decide(rt, db, job_id, batch_no)
     counts = None
     with session_scope(rt.engine) as db:
         # Claim it: of two deliveries at once, the second waits on the row and finds it
@@ -88,7 +103,7 @@ def resolve_batch(rt: Runtime, job_id: int, batch_no: int) -> bool:
                                                  Batch.resolved_at.is_(None))
                              .values(resolved_at=utcnow())).rowcount
         if claimed:
-            counts = _resolve(rt, db, job_id, batch_no)
+            counts = _write(rt, db, job_id, batch_no, decision)
         after = db.execute(select(Batch.ready_at, Batch.resolved_at)
                            .where(_batch(job_id, batch_no + 1)).with_for_update()).first()
     if counts is not None:  # counted once the resolution is committed
@@ -105,11 +120,27 @@ def lock_dataset(db, dataset_id: int) -> Dataset:
                      .with_for_update(key_share=True))
 
 
-def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts | None:
+@dataclass
+class _Decision:
+    """What a batch step settled from what it read, and the dataset's shard counter then
+    (``next_shard_no``: every step that publishes a sample advances it)."""
+
+    shard_counter: int
+    options: JobOptions
+    rows: list[Any]
+    verdicts: list[Verdict]
+    kept: list[int]
+    semantic: list[StoredSemanticIndex]
+    labels: list[dict[str, Any]]
+
+
+def _decide(rt: Runtime, db, job_id: int, batch_no: int) -> _Decision:
+    """Read the batch's candidates and what they may duplicate, settle them in input
+    order, and fit its labels; nothing is written."""
     job = db.get(Job, job_id)
     options = JobOptions.from_params(job.params)
-    dataset = lock_dataset(db, job.dataset_id)
-    chunks = select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
+    dataset = db.get(Dataset, job.dataset_id)
+    shard_counter = dataset.next_shard_no
     rows = db.execute(
         select(Item.id, Item.ordinal, Item.asset_id, Asset.modality, Asset.ext, Asset.sha256,
                Asset.kept_item_id, Feature.phash, Feature.check_hash, Feature.thumb,
@@ -117,7 +148,7 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
                Feature.minhash, Feature.embedding_key, Feature.embedding_row)
         .join(Asset, Asset.id == Item.asset_id)
         .outerjoin(Feature, Feature.asset_id == Item.asset_id)
-        .where(Item.job_id == job_id, Item.chunk_no.in_(chunks),
+        .where(Item.job_id == job_id, Item.chunk_no.in_(_chunks(job_id, batch_no)),
                Item.status == ItemStatus.INGESTED)
         .order_by(Item.ordinal)
     ).all()
@@ -129,19 +160,37 @@ def _resolve(rt: Runtime, db, job_id: int, batch_no: int) -> metrics.BatchCounts
     rules, semantic = _rules(rt, db, dataset, options, candidates, rows)
     verdicts = resolve(candidates, published, rules)
     kept = [v.item_id for v in verdicts if v.status == ItemStatus.PUBLISHED]
-    for index in semantic:
+    labels = _fit_labels(rt, db, options.lfs, kept) if options.lfs else []
+    return _Decision(shard_counter, options, rows, verdicts, kept, semantic, labels)
+
+
+def _chunks(job_id: int, batch_no: int):
+    return select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
+
+
+def _write(rt: Runtime, db, job_id: int, batch_no: int,
+           decision: _Decision | None) -> metrics.BatchCounts | None:
+    """The claimed batch's outcome, under the dataset's lock; decided again here when
+    something was published since ``decision`` was read (or it was not read)."""
+    job = db.get(Job, job_id)
+    dataset = lock_dataset(db, job.dataset_id)
+    if decision is None or decision.shard_counter != dataset.next_shard_no:
+        decision = _decide(rt, db, job_id, batch_no)
+    options, rows, kept = decision.options, decision.rows, decision.kept
+    for index in decision.semantic:
         index.save(rt.store())
-    names = _fit_labels(rt, db, options.lfs, kept) if options.lfs else {}
+    names = _store_labels(db, decision.labels) if options.lfs else {}
     splits = _split(db, dataset, options, kept, {r.id: r.sha256 for r in rows},
                     names) if options.split else {}
     shards = _plan_shards(db, job_id, options.shard_size, dataset, batch_no,
                           {r.id: r for r in rows}, kept)
-    _record_verdicts(db, verdicts, {c.item_id: c.asset_id for c in candidates}, shards, splits)
-    by_item = {c.item_id: c for c in candidates}
-    if nearindex.add_published(db, dataset, [c.asset_id for c in map(by_item.get, kept)
-                                             if c.phash is not None]):
+    _record_verdicts(db, decision.verdicts, {r.id: r.asset_id for r in rows}, shards, splits)
+    by_item = {r.id: r for r in rows}
+    if nearindex.add_published(db, dataset, [by_item[i].asset_id for i in kept
+                                             if by_item[i].phash is not None]):
         analyze(db)
-    return _counts(db, job_id, chunks, verdicts) if metrics.enabled() else None
+    return (_counts(db, job_id, _chunks(job_id, batch_no), decision.verdicts)
+            if metrics.enabled() else None)
 
 
 def _counts(db, job_id: int, chunks, verdicts) -> metrics.BatchCounts:
@@ -261,9 +310,9 @@ def _record_verdicts(db, verdicts, asset_of: dict[int, int], shards: dict[int, s
         update_rows(db, Asset, kept)
 
 
-def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> dict[int, str | None]:
-    """Fit the LabelModel on the batch's published items and store one label per item;
-    returns each labelled item's label name (None: every LF abstained)."""
+def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> list[dict[str, Any]]:
+    """Fit the LabelModel on the batch's published items: one label row per item that
+    has votes (``name`` None: every LF abstained)."""
     spec = rt.label_spec(lfs)
     votes = dict(db.execute(select(LfVote.item_id, LfVote.votes)
                             .where(one_of(db, LfVote.item_id, kept))).all()) if kept else {}
@@ -271,11 +320,17 @@ def _fit_labels(rt: Runtime, db, lfs: str, kept: list[int]) -> dict[int, str | N
     matrix = np.array([votes[i] for i in ids], dtype=np.int64).reshape(len(ids), len(spec.lfs))
     labels, confidence = fit_predict(spec, matrix, rt.settings.label.epochs,
                                      rt.settings.label.seed)
-    db.execute(Label.__table__.delete().where(one_of(db, Label.item_id, ids)))
-    rows = [{"item_id": i, "label": int(lab),
+    return [{"item_id": i, "label": int(lab),
              "name": spec.labels[lab] if lab != ABSTAIN else None,
              "probability": float(conf), "model_version": spec.version, "gold": False}
             for i, lab, conf in zip(ids, labels, confidence, strict=True)]
+
+
+def _store_labels(db, rows: list[dict[str, Any]]) -> dict[int, str | None]:
+    """The batch's label rows in place of any earlier ones; returns each item's label
+    name."""
+    db.execute(Label.__table__.delete().where(one_of(db, Label.item_id,
+                                                     [r["item_id"] for r in rows])))
     if rows:
         db.execute(Label.__table__.insert(), rows)
     return {r["item_id"]: r["name"] for r in rows}

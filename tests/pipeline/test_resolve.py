@@ -23,10 +23,10 @@ def _states(rt, job) -> list[str]:
             select(Batch).where(Batch.job_id == job).order_by(Batch.batch_no))]
 
 
-def _ingested_job(rt, tmp_path, chunk_size: int, batch_size: int) -> int:
-    """A job over the images in ``tmp_path / "in"`` with every chunk ingested and
+def _ingested_job(rt, tmp_path, chunk_size: int, batch_size: int, source: str = "in") -> int:
+    """A job over the images in ``tmp_path / source`` with every chunk ingested and
     preprocessed, its batches not resolved."""
-    job = create_job(rt, [str(tmp_path / "in")], "d",
+    job = create_job(rt, [str(tmp_path / source)], "d",
                      JobOptions(chunk_size=chunk_size, batch_size=batch_size, embed=False),
                      output_url=(tmp_path / "out").as_uri())
     with session_scope(rt.engine) as db:
@@ -129,3 +129,71 @@ def test_a_later_batch_drops_near_copies_of_what_an_earlier_one_published(runtim
     assert progress.statuses == {"published": 4}
     assert (progress.reasons, progress.rules, progress.labelled) == ({}, {}, 0)
     assert progress.stages == full.stages
+
+
+def test_a_batch_step_decides_without_holding_the_write_lock(runtime, tmp_path, monkeypatch):
+    """SQLite has one writer: while a batch step reads and decides, the chunks of the next
+    batch must still be able to write (here: a write that may not wait at all)."""
+    import sqlite3
+
+    from autods.pipeline import resolve
+
+    job = _job_of_three_batches(runtime, tmp_path)
+    decide, written = resolve._decide, []
+
+    def deciding(rt, db, job_id, batch_no):
+        path = runtime.settings.database.url.removeprefix("sqlite:///")
+        with sqlite3.connect(path, timeout=0) as other:
+            other.execute("UPDATE jobs SET error = 'written while deciding' WHERE id = ?",
+                          (job_id,))
+        written.append(batch_no)
+        return decide(rt, db, job_id, batch_no)
+
+    monkeypatch.setattr(resolve, "_decide", deciding)
+    take_turn(runtime, job, 0)
+    resolve_batch(runtime, job, 0)
+    assert written == [0]
+    assert _states(runtime, job)[0] == BatchState.RESOLVED
+
+
+def test_a_decision_read_before_another_job_published_is_made_again(runtime, tmp_path,
+                                                                    monkeypatch):
+    """Job B decides its batch while job A's batch publishes the original of B's near
+    copy: B's step sees the dataset's shard counter moved, decides again under the
+    dataset's lock, and drops the copy."""
+    import shutil
+
+    from autods.db.models import Item
+    from autods.pipeline import resolve
+
+    image_folder(tmp_path / "all", n_unique=2, n_near=1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "all" / "img_00001.jpg", tmp_path / "a")
+    for name in ("img_00000.jpg", "img_00001_znear.jpg"):
+        shutil.copy(tmp_path / "all" / name, tmp_path / "b")
+    job_a = _ingested_job(runtime, tmp_path, chunk_size=4, batch_size=4, source="a")
+    job_b = _ingested_job(runtime, tmp_path, chunk_size=4, batch_size=4, source="b")
+    decide, decided = resolve._decide, []
+
+    def deciding(rt, db, job_id, batch_no):
+        decision = decide(rt, db, job_id, batch_no)
+        decided.append(job_id)
+        if decided == [job_b]:  # A publishes after B read, before B writes
+            take_turn(rt, job_a, 0)
+            resolve_batch(rt, job_a, 0)
+        return decision
+
+    monkeypatch.setattr(resolve, "_decide", deciding)
+    take_turn(runtime, job_b, 0)
+    resolve_batch(runtime, job_b, 0)
+
+    assert decided == [job_b, job_a, job_b]
+    with session_scope(runtime.engine) as db:
+        items = {uri.rsplit("/", 1)[1]: (job, item_id, status, duplicate_of)
+                 for uri, job, item_id, status, duplicate_of in db.execute(
+                     select(Item.uri, Item.job_id, Item.id, Item.status, Item.duplicate_of))}
+    original, copy = items["img_00001.jpg"], items["img_00001_znear.jpg"]
+    assert original[:1] + original[2:] == (job_a, "published", None)
+    assert copy == (job_b, copy[1], "near_duplicate", original[1])
+    assert items["img_00000.jpg"][2] == "published"
