@@ -59,9 +59,6 @@ def configure(app: Celery, settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_max_tasks_per_child=None,
-        # Backends without atomic counters join chords by polling; on one machine a short
-        # interval costs nothing and saves a second per batch.
-        result_chord_retry_interval=0.1 if embedded else 1.0,
         broker_transport="autods.tasks.fsbroker:Transport" if embedded else None,
         # A broker or backend restart must not fail the task that finished during it:
         # publishing the next step of a chain and storing a result retry for about a

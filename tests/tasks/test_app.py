@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from celery import Celery
+from celery.app.task import Context
 
 from autods.config import Settings
 from autods.pipeline.options import JobOptions
 from autods.pipeline.stagetable import embedded_workers, queues
 from autods.tasks.app import configure, preload_modules
+from autods.tasks.fsbroker import ResultBackend
 
 
 @pytest.mark.parametrize(("visibility", "interval"), [(3600, 10), (8, 2), (2, 1)])
@@ -73,21 +77,74 @@ def test_an_embedded_build_preloads_only_what_its_stages_use() -> None:
                                                                                       False]
 
 
-def test_an_embedded_chord_is_first_checked_after_the_retry_interval(tmp_path, monkeypatch):
-    """Files have no counter to join a chord: ``chord_unlock`` polls. Its first poll goes out
-    after the configured interval, not the second ``chord.run`` fixes."""
+def _embedded_chord(tmp_path, monkeypatch):
+    """An embedded app, a chord of three headers saved as ``apply_chord`` saves it, and
+    the callbacks and errors it sends, recorded instead of sent."""
     from autods.embedded import embedded_settings
-    from autods.tasks.fsbroker import ResultBackend
 
-    app = configure(Celery("t"), embedded_settings(tmp_path))
+    settings = embedded_settings(tmp_path)
+    Path(settings.broker.result_backend.removeprefix("file://")).mkdir(parents=True)
+    app = configure(Celery("t"), settings)
     assert isinstance(app.backend, ResultBackend)
-    sent: list[dict] = []
-    unlock = app.tasks["celery.chord_unlock"]
-    monkeypatch.setattr(unlock, "apply_async", lambda *args, **options: sent.append(options))
-    app.backend.apply_chord(("g", [app.AsyncResult("a")]), app.signature("autods.publish.commit"),
-                            countdown=1)
-    assert [s["countdown"] for s in sent] == [app.conf.result_chord_retry_interval] == [0.1]
-    assert sent[0]["queue"] == "shard"
+    sent: dict[str, list] = {"unlock": [], "callback": [], "error": []}
+    monkeypatch.setattr(app.tasks["celery.chord_unlock"], "apply_async",
+                        lambda *args, **options: sent["unlock"].append(options))
+    body = app.signature("autods.publish.commit", kwargs={"job_id": 1, "batch_no": 0})
+    monkeypatch.setattr(type(body), "delay",
+                        lambda self, *args, **kw: sent["callback"].append((self, args)))
+    monkeypatch.setattr(app.backend, "chord_error_from_stack",
+                        lambda callback, exc: sent["error"].append((callback, exc)))
+    app.backend.apply_chord(("g", [app.AsyncResult(f"t{i}") for i in range(3)]), body)
+
+    def returns(n: int, failed: bool = False) -> None:
+        request = Context(id=f"t{n}", group="g", chord=dict(body), task="x")
+        if failed:
+            app.backend.mark_as_failure(f"t{n}", ValueError("bad"), request=request,
+                                        call_errbacks=False)
+        else:
+            app.backend.mark_as_done(f"t{n}", n, request=request)
+
+    return sent, returns
+
+
+def test_an_embedded_chord_is_joined_when_its_last_header_returns(tmp_path, monkeypatch):
+    """No ``chord_unlock`` polls: the header task that completes the chord sends the
+    callback with the header's results. A header task delivered again is counted once;
+    delivered again once the header is complete, it sends the callback again (the
+    delivery that completed it may have died before sending it)."""
+    sent, returns = _embedded_chord(tmp_path, monkeypatch)
+    calls = []
+    for n in (0, 0, 1, 2, 1, 2):
+        returns(n)
+        calls.append(len(sent["callback"]))
+    assert calls == [0, 0, 0, 1, 2, 3]
+    assert sent["unlock"] == [] and sent["error"] == []
+    signature, args = sent["callback"][0]
+    assert signature["kwargs"] == {"job_id": 1, "batch_no": 0} and args == ([0, 1, 2],)
+
+
+def test_an_embedded_chord_with_a_failed_header_task_sends_its_error(tmp_path, monkeypatch):
+    sent, returns = _embedded_chord(tmp_path, monkeypatch)
+    returns(0)
+    returns(1, failed=True)
+    returns(2)
+    assert sent["callback"] == []
+    [(callback, exc)] = sent["error"]
+    assert callback["task"] == "autods.publish.commit" and "bad" in str(exc)
+
+
+def _count(url: str, worker: int, times: int) -> list[int]:
+    backend = ResultBackend(url=url, app=Celery("t"))
+    return [backend.count_returned(b"chord", f"{worker}-{n}") for n in range(times)]
+
+
+def test_the_embedded_chord_count_is_taken_one_header_task_at_a_time(tmp_path):
+    """Header tasks return in different pool processes at once. Each must see the count
+    with its own record and every earlier one, so exactly one sees the header complete:
+    800 records from four processes return each count from 1 to 800 once."""
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        seen = pool.starmap(_count, [(tmp_path.as_uri(), w, 200) for w in range(4)])
+    assert sorted(n for counts in seen for n in counts) == list(range(1, 801))
 
 
 def test_the_embedded_model_worker_infers_a_batch_per_core_in_one_process(tmp_path):
