@@ -127,6 +127,7 @@ make bench                     # the full suite (10-20 minutes on 2 cores), rewr
 .venv/bin/python -m bench --quick               # tiny sizes, a couple of minutes
 .venv/bin/python -m bench --only phash,shard    # some benchmarks only
 .venv/bin/python -m bench --out /tmp/bench.md   # write the report elsewhere
+BENCH_E2E_URLS=50000 .venv/bin/python -m bench --only e2e   # the end-to-end rows at 50,000 URLs
 ```
 
 It needs the local Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, user `postgres`)
