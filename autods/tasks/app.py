@@ -24,6 +24,10 @@ from autods.tasks.telemetry import MetricsServer
 log = logging.getLogger(__name__)
 
 
+#: Tasks each embedded worker process holds ahead (``worker_prefetch_multiplier``).
+EMBEDDED_PREFETCH = 4
+
+
 def configure(app: Celery, settings: Settings) -> Celery:
     broker = settings.broker
     transport_options: dict = {}
@@ -49,7 +53,11 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
-        worker_prefetch_multiplier=1,
+        # A deployment's workers take one task per process, so none holds chunks another
+        # could start. The embedded workers consume their queues alone: each process
+        # holds a few, and the next one starts at once instead of after the file broker's
+        # next poll (13-26 ms per chunk stage, about 5 % of a long build).
+        worker_prefetch_multiplier=EMBEDDED_PREFETCH if embedded else 1,
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,

@@ -77,6 +77,19 @@ def test_an_embedded_build_preloads_only_what_its_stages_use() -> None:
                                                                                       False]
 
 
+def test_embedded_workers_hold_tasks_ahead_and_deployed_ones_do_not(tmp_path):
+    """A deployed worker takes one task per process, so an autoscaled neighbour can start
+    what it has not; an embedded worker is alone on its queues and starts the next chunk
+    stage without waiting for the file broker's next poll."""
+    from autods.embedded import embedded_settings
+    from autods.tasks.app import EMBEDDED_PREFETCH
+
+    embedded = configure(Celery("t"), embedded_settings(tmp_path))
+    deployed = configure(Celery("t"), Settings())
+    assert embedded.conf.worker_prefetch_multiplier == EMBEDDED_PREFETCH > 1
+    assert deployed.conf.worker_prefetch_multiplier == 1
+
+
 def _embedded_chord(tmp_path, monkeypatch):
     """An embedded app, a chord of three headers saved as ``apply_chord`` saves it, and
     the callbacks and errors it sends, recorded instead of sent."""
