@@ -123,35 +123,32 @@ def _time_left() -> float | None:
     return left
 
 
-class _DeadlineSocket(socket.socket):
-    """A socket whose every send and receive ends by the fetch deadline of its thread, so
-    a server that drips bytes, headers included, cannot hold a worker thread past
-    ``timeout_s``."""
+class _Deadline:
+    """Every send and receive of a socket ends by the fetch deadline of its thread, so a
+    server that drips bytes, headers included, cannot hold a worker thread past
+    ``timeout_s``. Mixed into the plain socket class and into the TLS one
+    (``SSLContext.sslsocket_class``), whose handshake runs within the time left when the
+    connection was opened."""
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def _bound(self) -> None:
         if (left := _time_left()) is not None:
-            self.settimeout(left)
-        return super().recv_into(buffer, nbytes, flags)
+            self.settimeout(left)  # type: ignore[attr-defined]
 
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        if (left := _time_left()) is not None:
-            self.settimeout(left)
-        super().sendall(data, flags)
+    def recv_into(self, buffer: Any, *args: Any, **kwargs: Any) -> int:
+        self._bound()
+        return super().recv_into(buffer, *args, **kwargs)  # type: ignore[misc]
+
+    def sendall(self, data: Any, *args: Any, **kwargs: Any) -> None:
+        self._bound()
+        super().sendall(data, *args, **kwargs)  # type: ignore[misc]
 
 
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    """The same bound on a TLS connection (``SSLContext.sslsocket_class``); its handshake
-    runs within the time left when the connection was opened."""
+class _DeadlineSocket(_Deadline, socket.socket):
+    pass
 
-    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        if (left := _time_left()) is not None:
-            self.settimeout(left)
-        return super().recv_into(buffer, nbytes, flags)
 
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        if (left := _time_left()) is not None:
-            self.settimeout(left)
-        super().sendall(data, flags)
+class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
+    pass
 
 
 class _GuardedConnector:

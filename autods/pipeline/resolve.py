@@ -177,15 +177,14 @@ def _write(rt: Runtime, db, job_id: int, batch_no: int,
     if decision is None or decision.shard_counter != dataset.next_shard_no:
         decision = _decide(rt, db, job_id, batch_no)
     options, rows, kept = decision.options, decision.rows, decision.kept
+    by_item = {r.id: r for r in rows}
     for index in decision.semantic:
         index.save(rt.store())
     names = _store_labels(db, decision.labels) if options.lfs else {}
     splits = _split(db, dataset, options, kept, {r.id: r.sha256 for r in rows},
                     names) if options.split else {}
-    shards = _plan_shards(db, job_id, options.shard_size, dataset, batch_no,
-                          {r.id: r for r in rows}, kept)
+    shards = _plan_shards(db, job_id, options.shard_size, dataset, batch_no, by_item, kept)
     _record_verdicts(db, decision.verdicts, {r.id: r.asset_id for r in rows}, shards, splits)
-    by_item = {r.id: r for r in rows}
     if nearindex.add_published(db, dataset, [by_item[i].asset_id for i in kept
                                              if by_item[i].phash is not None]):
         analyze(db)

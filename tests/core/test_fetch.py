@@ -386,38 +386,34 @@ def test_html_served_as_jpeg_is_fetched_then_refused_by_validation(fetcher, serv
     assert info.value.reason == Reason.NOT_AN_IMAGE
 
 
-def test_connections_are_pooled(server):
+@pytest.fixture
+def connects(monkeypatch) -> list[str]:
+    """The address of every connection the fetcher's connector opens."""
+    opened: list[str] = []
+    real = fetch_module._GuardedConnector._connect
+
+    def counting(self, *args):
+        opened.append(args[0])
+        return real(self, *args)
+
+    monkeypatch.setattr(fetch_module._GuardedConnector, "_connect", counting)
+    return opened
+
+
+def test_connections_are_pooled(server, connects):
     with Fetcher(SETTINGS, allow_private_networks=True) as f:
-        opened = []
-        real = fetch_module._GuardedConnector._connect
-
-        def counting(self, *args):
-            opened.append(args[0])
-            return real(self, *args)
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(fetch_module._GuardedConnector, "_connect", counting)
-            for _ in range(3):
-                f.fetch(f"{server.base}/img/a.png")
-    assert opened == ["127.0.0.1"]
+        for _ in range(3):
+            f.fetch(f"{server.base}/img/a.png")
+    assert connects == ["127.0.0.1"]
 
 
-def test_a_kept_connection_the_server_closed_is_replaced_once(server, caplog):
+def test_a_kept_connection_the_server_closed_is_replaced_once(server, connects, caplog):
     caplog.set_level(logging.INFO, logger="autods.core.fetch")
     with Fetcher(SETTINGS, allow_private_networks=True) as f:
-        opened = []
-        real = fetch_module._GuardedConnector._connect
-
-        def counting(self, *args):
-            opened.append(args[0])
-            return real(self, *args)
-
         before = len(server.requests)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(fetch_module._GuardedConnector, "_connect", counting)
-            for _ in range(3):
-                assert f.fetch(f"{server.base}/hangup/a.png").data == PNG
-    assert opened == ["127.0.0.1"] * 3  # each kept connection was found closed
+        for _ in range(3):
+            assert f.fetch(f"{server.base}/hangup/a.png").data == PNG
+    assert connects == ["127.0.0.1"] * 3  # each kept connection was found closed
     assert server.requests[before:] == ["/hangup/a.png"] * 3  # and nothing sent twice
     assert "retrying" not in caplog.text  # replaced at once, not after a failed attempt
 
