@@ -21,6 +21,8 @@ from functools import cache
 from itertools import combinations
 from math import comb
 
+import numpy as np
+
 #: (lo, hi, radius): the bits ``lo..hi`` of a hash, probed within ``radius`` bits.
 Band = tuple[int, int, int]
 #: A band of the database index: the hash bits it gathers (lowest first) and its radius.
@@ -150,3 +152,45 @@ def probes(value: int, layout: tuple[BitBand, ...]) -> list[list[int]]:
         own = gather(unsigned, bits)
         found.append([_signed(own ^ f) for f in flips(len(bits), radius)])
     return found
+
+
+@cache
+def _byte_arrays(bits: tuple[int, ...]) -> tuple[tuple[int, np.ndarray], ...]:
+    """``_byte_tables`` as arrays, only for the bytes the band takes bits from."""
+    return tuple((byte, np.array(table, dtype=np.uint64))
+                 for byte, table in enumerate(_byte_tables(bits)) if any(table))
+
+
+def gather_many(values: np.ndarray, bits: tuple[int, ...]) -> np.ndarray:
+    """``gather`` over an array of unsigned 64-bit hashes."""
+    out = np.zeros(len(values), dtype=np.uint64)
+    for byte, table in _byte_arrays(bits):
+        out |= table[(values >> np.uint64(8 * byte)) & np.uint64(0xFF)]
+    return out
+
+
+def within_any(queries: np.ndarray, stored: np.ndarray, layout: tuple[BitBand, ...],
+               radius: int) -> np.ndarray:
+    """Indices of the ``stored`` hashes within ``radius`` bits of any of ``queries`` (both
+    unsigned 64-bit arrays), found through ``layout``'s bands as a lookup of the database
+    index finds them, but all at once: each band's stored values sorted, every probe of
+    every query searched among them, and the pairs a probe meets compared whole.
+
+    Where a batch of lookups would send more probes than the index holds rows, reading the
+    rows and matching here is the cheaper way to the same answer."""
+    hit = np.zeros(len(stored), dtype=bool)
+    if not len(queries) or not len(stored):
+        return np.flatnonzero(hit)
+    for bits, band_radius in layout:
+        values = gather_many(stored, bits)
+        order = np.argsort(values, kind="stable")
+        values = values[order]
+        masks = np.array(flips(len(bits), band_radius), dtype=np.uint64)
+        probed = (gather_many(queries, bits)[:, None] ^ masks[None, :]).ravel()
+        lo = np.searchsorted(values, probed, "left")
+        met = np.searchsorted(values, probed, "right") - lo
+        # Each probe against each stored value it met: stored lo..lo+met-1 in sorted order.
+        query = np.repeat(np.arange(probed.size) // masks.size, met)
+        row = order[np.repeat(lo - np.cumsum(met) + met, met) + np.arange(met.sum())]
+        hit[row[np.bitwise_count(stored[row] ^ queries[query]) <= radius]] = True
+    return np.flatnonzero(hit)

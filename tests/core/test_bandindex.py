@@ -82,3 +82,36 @@ def test_bands_cover_64_bits_and_near_pairs_share_one(k):
         assert hamming(a, b) == k
         assert any(x == y for x, y in zip(bandindex.rows(a, layout),
                                           bandindex.rows(b, layout), strict=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(0, 8), doublings=st.integers(0, 10), seed=st.integers(0, 2**32 - 1),
+       flips_per_copy=st.lists(st.integers(0, 10), min_size=1, max_size=30))
+def test_matching_in_arrays_finds_exactly_the_stored_hashes_within_k(
+        k, doublings, seed, flips_per_copy):
+    rng = np.random.default_rng(seed)
+    stored = rng.integers(0, 2**64 - 1, 300, dtype=np.uint64, endpoint=True)
+    # Queries: copies of stored hashes with 0..10 bits flipped, and unrelated hashes.
+    queries = []
+    for i, n in enumerate(flips_per_copy):
+        value = int(stored[i * 7 % len(stored)])
+        for bit in rng.choice(64, size=n, replace=False):
+            value ^= 1 << int(bit)
+        queries.append(value)
+    queries += rng.integers(0, 2**64 - 1, 20, dtype=np.uint64).tolist()
+    layout = bandindex.strided(
+        bandindex.plan(k, bandindex.MIN_PLAN_SIZE << doublings, bandindex.DB_COMPARE_COST))
+    found = bandindex.within_any(np.array(queries, dtype=np.uint64), stored, layout, k)
+    brute = [i for i, s in enumerate(stored.tolist())
+             if any(hamming(s, q) <= k for q in queries)]
+    assert found.tolist() == brute
+    # Copies within k of their source find it.
+    assert {i * 7 % len(stored) for i, n in enumerate(flips_per_copy) if n <= k} <= set(brute)
+
+
+def test_bands_gathered_in_arrays_are_the_bands_gathered_one_by_one():
+    values = np.random.default_rng(3).integers(0, 2**64 - 1, 500, dtype=np.uint64)
+    for k, size in ((4, 1 << 16), (2, 1 << 10), (0, 1024)):
+        for bits, _ in bandindex.strided(bandindex.plan(k, size, bandindex.DB_COMPARE_COST)):
+            assert bandindex.gather_many(values, bits).tolist() == [
+                bandindex.gather(int(v), bits) for v in values]
