@@ -6,6 +6,10 @@ Pillow's ``draft`` (the DCT scaler skips most of the work): that is the differen
 hashing at the speed of decoding a full image and hashing several times faster. The check
 hash (``autods.core.nearimage`` says why it is a vertical dHash) is computed from the same
 thumbnail, so it costs a 32x32 -> 8x9 resize and no second pass over the image.
+
+Both hashes are imagehash's ``phash`` and ``dhash_vertical``, bit for bit, computed from
+the thumbnail's array: the library's own calls would copy the thumbnail twice and wrap
+each result in an object, a sixth of the hashing time once the image is decoded.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import io
 
 import imagehash
 import numpy as np
+import scipy.fftpack
 from PIL import Image
 
 from autods.core import nearimage
@@ -68,20 +73,28 @@ def image_features(data: bytes) -> ImageFeatures:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise Rejected(Reason.CORRUPT_IMAGE, str(exc)) from exc
     thumb = gray.resize(_THUMB_SIZE, imagehash.ANTIALIAS)
+    # imagehash.phash: the 8x8 lowest frequencies of the thumbnail's 2-D DCT against their
+    # median; imagehash.dhash_vertical: brightness steps down an 8x9 resize.
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(np.asarray(thumb), axis=0), axis=1)[:8, :8]
+    steps = np.asarray(thumb.resize((8, 9), imagehash.ANTIALIAS))
     return ImageFeatures(
-        phash=phash_to_int(imagehash.phash(thumb)), width=width, height=height, format=fmt,
-        mode=mode, nbytes=len(data), check=phash_to_int(imagehash.dhash_vertical(thumb)),
+        phash=_signed_bits(dct > np.median(dct)), width=width, height=height, format=fmt,
+        mode=mode, nbytes=len(data), check=_signed_bits(steps[1:] > steps[:-1]),
         thumb=nearimage.thumbnail(thumb),
     )
 
 
 def phash_to_int(digest: imagehash.ImageHash) -> int:
     """The 64 bits of a pHash (or any 8x8 imagehash) as a signed 64-bit integer (what a
-    BIGINT column stores).
+    BIGINT column stores)."""
+    return _signed_bits(digest.hash)
 
-    The bits in row-major order, first bit most significant: ``int(str(digest), 16)``
-    without the string round trip, which imagehash builds one character per bit."""
-    value = int.from_bytes(np.packbits(digest.hash.ravel()).tobytes(), "big")
+
+def _signed_bits(bits: np.ndarray) -> int:
+    """8x8 booleans as a signed 64-bit integer, row-major, first bit most significant:
+    ``int(str(digest), 16)`` without the string round trip, which imagehash builds one
+    character per bit."""
+    value = int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
