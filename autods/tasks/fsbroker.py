@@ -5,6 +5,12 @@ kombu creates a message file and then writes it, so a consumer listing the folde
 between can take an empty file and fail to decode it. Here the message is written under a
 ``.part`` name (which consumers skip, as it does not end in ``.msg``) and renamed into
 place once complete.
+
+An exchange's table of bound queues has the same gap: kombu creates the file, then locks
+and writes it, and a process binding or publishing to the same exchange in between (the
+CLI sending a build's first tasks while its worker declares its queues) locks first and
+reads an empty table that does not decode. Here the table comes into being whole: an empty
+list written aside and linked into place, which only the first of racing processes does.
 """
 
 from __future__ import annotations
@@ -25,6 +31,22 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
+    def _queue_bind(self, exchange, routing_key, pattern, queue) -> None:
+        table = self._exchange_file(exchange)
+        if not table.exists():
+            self.control_folder.mkdir(exist_ok=True)
+            partial = table.with_name(f"{table.name}.{uuid.uuid4()}.part")
+            try:
+                partial.write_bytes(b"[]")
+                os.link(partial, table)  # never replaces: the first table stays
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise ChannelError(f"Cannot create {table}") from exc
+            finally:
+                partial.unlink(missing_ok=True)
+        super()._queue_bind(exchange, routing_key, pattern, queue)
+
     def _put(self, queue, payload, **kwargs) -> None:
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)

@@ -257,3 +257,39 @@ def test_a_worker_whose_lfs_do_not_load_exits_with_the_reason(tmp_path):
     assert out.returncode == REFUSED and "forked" not in out.stdout
     assert out.stderr.strip().splitlines()[-1] == (
         "labelling module 'broken_lfs' does not load: ValueError: no vocabulary file")
+
+
+def _bind_all(folder: str, exchange: str, queues: list[str], start) -> None:
+    from kombu import Connection
+
+    start.wait()
+    with Connection(transport="autods.tasks.fsbroker:Transport",
+                    transport_options={"data_folder_in": folder, "data_folder_out": folder,
+                                       "control_folder": folder + "/control"}) as conn:
+        channel = conn.default_channel
+        for queue in queues:
+            channel._queue_bind(exchange, queue, None, queue)
+        channel.get_table(exchange)
+
+
+def test_processes_binding_one_new_exchange_at_once_never_read_a_half_made_table(tmp_path):
+    from kombu import Connection
+
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(20):
+        folder = str(tmp_path / f"broker-{attempt}")
+        os.makedirs(folder)
+        start = ctx.Barrier(4)
+        procs = [ctx.Process(target=_bind_all,
+                             args=(folder, "ingest", [f"q{p}-{i}" for i in range(3)], start))
+                 for p in range(4)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0] * 4, f"attempt {attempt}"
+        with Connection(transport="autods.tasks.fsbroker:Transport",
+                        transport_options={"control_folder": folder + "/control"}) as conn:
+            bound = {q.queue for q in conn.default_channel.get_table("ingest")}
+        assert bound == {f"q{p}-{i}" for p in range(4) for i in range(3)}
+        assert sorted(os.listdir(folder + "/control")) == ["ingest.exchange"]
