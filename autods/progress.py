@@ -22,7 +22,7 @@ def watch(poll: Callable[[], JobStatus], interval: float = 0.5, show: bool = Tru
     With ``finished`` (a cheap check, such as the job's state alone), it is asked every
     ``tick`` and the whole ``poll`` runs only every ``interval`` and at the end: the end is
     seen at once, while the progress counts, which read several tables, are read a few
-    times a second instead of ten.
+    times a second instead of ten; with nothing drawn, only at the end.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -37,6 +37,12 @@ def watch(poll: Callable[[], JobStatus], interval: float = 0.5, show: bool = Tru
         while time.monotonic() < until and not over() and not finished():
             time.sleep(tick)
 
+    if not show and finished is not None:
+        # Nothing is drawn, so no progress is read: the end is asked each tick, and the
+        # whole status read once, then.
+        while not over() and not finished():
+            time.sleep(tick)
+        return poll()
     status = poll()
     if not show:
         while not status.done and not over():
