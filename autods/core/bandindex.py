@@ -169,6 +169,14 @@ def gather_many(values: np.ndarray, bits: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def probes_many(values: np.ndarray, bits: tuple[int, ...], radius: int) -> np.ndarray:
+    """``probes`` of one band over an array of unsigned 64-bit hashes: row i holds the
+    values a lookup of ``values[i]`` probes, as stored (signed), in ``flips`` order. As
+    Python lists, a batch's 920,000 probes took 74 MB; as arrays, 7 MB a band."""
+    masks = np.array(flips(len(bits), radius), dtype=np.uint64)
+    return (gather_many(values, bits)[:, None] ^ masks[None, :]).view(np.int64)
+
+
 def within_any(queries: np.ndarray, stored: np.ndarray, layout: tuple[BitBand, ...],
                radius: int) -> np.ndarray:
     """Indices of the ``stored`` hashes within ``radius`` bits of any of ``queries`` (both
@@ -185,12 +193,12 @@ def within_any(queries: np.ndarray, stored: np.ndarray, layout: tuple[BitBand, .
         values = gather_many(stored, bits)
         order = np.argsort(values, kind="stable")
         values = values[order]
-        masks = np.array(flips(len(bits), band_radius), dtype=np.uint64)
-        probed = (gather_many(queries, bits)[:, None] ^ masks[None, :]).ravel()
+        probes = probes_many(queries, bits, band_radius)
+        probed = probes.view(np.uint64).ravel()
         lo = np.searchsorted(values, probed, "left")
         met = np.searchsorted(values, probed, "right") - lo
         # Each probe against each stored value it met: stored lo..lo+met-1 in sorted order.
-        query = np.repeat(np.arange(probed.size) // masks.size, met)
+        query = np.repeat(np.arange(probed.size) // probes.shape[1], met)
         row = order[np.repeat(lo - np.cumsum(met) + met, met) + np.arange(met.sum())]
         hit[row[np.bitwise_count(stored[row] ^ queries[query]) <= radius]] = True
     return np.flatnonzero(hit)

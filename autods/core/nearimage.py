@@ -137,7 +137,9 @@ def band_rows(phash: int, check: int | None,
 def band_probes(phash: int, check: int | None,
                 layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]
                 ) -> list[tuple[int, list[int]]]:
-    """(band number, values) a lookup of an image probes: within each band's radius."""
+    """(band number, values) a lookup of an image probes: within each band's radius. The
+    batch step computes the same values for all its candidates at once, a band at a time
+    (``bandindex.probes_many``)."""
     probes = list(enumerate(bandindex.probes(phash, layouts[0])))
     if check is not None:
         probes += [(CHECK_BAND_BASE + n, v)

@@ -14,7 +14,6 @@ published have no bands: a lookup only ever wants published neighbours.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -23,7 +22,7 @@ from sqlalchemy.dialects.postgresql import BIT
 
 from autods.core import bandindex
 from autods.core.dedup import Candidate
-from autods.core.nearimage import CHECK_BAND_BASE, CHECK_RADIUS, band_layouts, band_probes
+from autods.core.nearimage import CHECK_BAND_BASE, CHECK_RADIUS, band_layouts
 from autods.db.inlist import int_array, listed, one_of
 from autods.db.models import Asset, Dataset, Feature, PhashBand
 from autods.db.upsert import dialect_insert
@@ -86,20 +85,21 @@ def _probe_count(candidates: Sequence[Candidate], plan) -> int:
 
 
 def _within_bands(db, dataset: Dataset, candidates: Sequence[Candidate], plan) -> set[int]:
-    """Assets within reach of a candidate, by probing the band index."""
-    # Per band, each probed value beside the hash that probed it.
-    probes: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-    for c in candidates:
-        for n, values in band_probes(c.phash, c.check, plan):
-            probed, by = probes[n]
-            probed += values
-            by += [c.phash if n < CHECK_BAND_BASE else c.check] * len(values)
+    """Assets within reach of a candidate, by probing the band index one band at a time:
+    each probed value beside the hash that probed it, in two arrays."""
     within = _within_postgresql if db.get_bind().dialect.name == "postgresql" else _within_rows
     found: set[int] = set()
-    for band_no, (values, hashes) in sorted(probes.items()):
-        column, radius = ((Feature.phash, dataset.index_k) if band_no < CHECK_BAND_BASE
-                          else (Feature.check_hash, CHECK_RADIUS))
-        found.update(within(db, dataset.id, band_no, values, hashes, column, radius))
+    hashes = ([c.phash for c in candidates], [c.check for c in candidates if c.check is not None])
+    for (base, column, radius), layout, mine in zip(
+            ((0, Feature.phash, dataset.index_k), (CHECK_BAND_BASE, Feature.check_hash,
+                                                   CHECK_RADIUS)), plan, hashes, strict=True):
+        if not mine:
+            continue
+        unsigned = _unsigned(mine)
+        for n, (bits, band_radius) in enumerate(layout):
+            probed = bandindex.probes_many(unsigned, bits, band_radius)
+            by = np.repeat(unsigned.view(np.int64), probed.shape[1])
+            found.update(within(db, dataset.id, base + n, probed.ravel(), by, column, radius))
     return found
 
 
@@ -137,11 +137,11 @@ def _unsigned(hashes: Sequence[int]) -> np.ndarray:
     return np.asarray(hashes, dtype=np.int64).view(np.uint64)
 
 
-def _within_postgresql(db, dataset_id: int, band_no: int, values: list[int],
-                       hashes: list[int], column, radius: int) -> Iterator[int]:
+def _within_postgresql(db, dataset_id: int, band_no: int, values: np.ndarray,
+                       hashes: np.ndarray, column, radius: int) -> Iterator[int]:
     """Assets of one band within ``radius`` of the hash that probed them, in one query:
     the values and hashes go as two arrays, and the database compares the hashes."""
-    probe = func.unnest(int_array(values), int_array(hashes)
+    probe = func.unnest(int_array(values.tolist()), int_array(hashes.tolist())
                         ).table_valued("value", "hash").render_derived()
     distance = func.bit_count(cast(column.op("#")(probe.c.hash), BIT(64)))
     return db.scalars(
@@ -152,7 +152,7 @@ def _within_postgresql(db, dataset_id: int, band_no: int, values: list[int],
                distance <= radius))
 
 
-def _within_rows(db, dataset_id: int, band_no: int, values: list[int], hashes: list[int],
+def _within_rows(db, dataset_id: int, band_no: int, values: np.ndarray, hashes: np.ndarray,
                  column, radius: int) -> Iterator[int]:
     """The same, comparing the hashes here, every stored hash with every hash that probed
     its value in one array operation: the dialect has no arrays to send pairs in. At 30k

@@ -115,3 +115,13 @@ def test_bands_gathered_in_arrays_are_the_bands_gathered_one_by_one():
         for bits, _ in bandindex.strided(bandindex.plan(k, size, bandindex.DB_COMPARE_COST)):
             assert bandindex.gather_many(values, bits).tolist() == [
                 bandindex.gather(int(v), bits) for v in values]
+
+
+def test_probes_in_arrays_are_the_probes_of_each_hash_as_stored():
+    values = np.random.default_rng(4).integers(0, 2**64 - 1, 200, dtype=np.uint64)
+    layouts = (bandindex.strided(bandindex.plan(4, 1 << 16, bandindex.DB_COMPARE_COST)),
+               bandindex.contiguous(bandindex.exact(0)))  # a whole-hash band: signed values
+    for layout in layouts:
+        for n, (bits, radius) in enumerate(layout):
+            assert bandindex.probes_many(values, bits, radius).tolist() == [
+                bandindex.probes(int(v), layout)[n] for v in values]
