@@ -19,7 +19,6 @@ import io
 
 import imagehash
 import numpy as np
-import scipy.fftpack
 from PIL import Image
 
 from autods.core import nearimage
@@ -72,6 +71,11 @@ def image_features(data: bytes) -> ImageFeatures:
         gray = to_grayscale(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise Rejected(Reason.CORRUPT_IMAGE, str(exc)) from exc
+    # Imported here, as imagehash imports it: a model worker imports this module on the
+    # thread that builds CLIP while its main thread imports sentence-transformers, which
+    # imports SciPy too, and one package imported by two threads at once can fail.
+    import scipy.fftpack
+
     thumb = gray.resize(_THUMB_SIZE, imagehash.ANTIALIAS)
     # imagehash.phash: the 8x8 lowest frequencies of the thumbnail's 2-D DCT against their
     # median; imagehash.dhash_vertical: brightness steps down an 8x9 resize.
