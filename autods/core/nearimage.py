@@ -66,6 +66,7 @@ hashes' weighted rule alone, and pairs with a missing check by pHash within k.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -134,17 +135,20 @@ def band_rows(phash: int, check: int | None,
     return rows
 
 
-def band_probes(phash: int, check: int | None,
+def band_probes(phashes: np.ndarray, checks: np.ndarray,
                 layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]
-                ) -> list[tuple[int, list[int]]]:
-    """(band number, values) a lookup of an image probes: within each band's radius. The
-    batch step computes the same values for all its candidates at once, a band at a time
-    (``bandindex.probes_many``)."""
-    probes = list(enumerate(bandindex.probes(phash, layouts[0])))
-    if check is not None:
-        probes += [(CHECK_BAND_BASE + n, v)
-                   for n, v in enumerate(bandindex.probes(check, layouts[1]))]
-    return probes
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(band number, values, hashes) a batch of lookups probes, a band at a time: each
+    hash's values within the band's radius, as stored, beside the hash that probed each;
+    the pHash's bands, then the check hash's from ``CHECK_BAND_BASE``. Hashes go in as
+    unsigned 64-bit arrays: as Python lists, a batch's 920,000 probes took 74 MB."""
+    for base, hashes, layout in ((0, phashes, layouts[0]), (CHECK_BAND_BASE, checks,
+                                                            layouts[1])):
+        if not len(hashes):
+            continue
+        for n, (bits, radius) in enumerate(layout):
+            probed = bandindex.probes_many(hashes, bits, radius)
+            yield base + n, probed.ravel(), np.repeat(hashes.view(np.int64), probed.shape[1])
 
 
 def thumbnail(thumb: Any) -> bytes:

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import BIT
 
 from autods.core import bandindex
 from autods.core.dedup import Candidate
-from autods.core.nearimage import CHECK_BAND_BASE, CHECK_RADIUS, band_layouts
+from autods.core.nearimage import CHECK_BAND_BASE, CHECK_RADIUS, band_layouts, band_probes
 from autods.db.inlist import int_array, listed, one_of
 from autods.db.models import Asset, Dataset, Feature, PhashBand
 from autods.db.upsert import dialect_insert
@@ -85,21 +85,15 @@ def _probe_count(candidates: Sequence[Candidate], plan) -> int:
 
 
 def _within_bands(db, dataset: Dataset, candidates: Sequence[Candidate], plan) -> set[int]:
-    """Assets within reach of a candidate, by probing the band index one band at a time:
-    each probed value beside the hash that probed it, in two arrays."""
+    """Assets within reach of a candidate, by probing the band index one band at a time."""
     within = _within_postgresql if db.get_bind().dialect.name == "postgresql" else _within_rows
     found: set[int] = set()
-    hashes = ([c.phash for c in candidates], [c.check for c in candidates if c.check is not None])
-    for (base, column, radius), layout, mine in zip(
-            ((0, Feature.phash, dataset.index_k), (CHECK_BAND_BASE, Feature.check_hash,
-                                                   CHECK_RADIUS)), plan, hashes, strict=True):
-        if not mine:
-            continue
-        unsigned = _unsigned(mine)
-        for n, (bits, band_radius) in enumerate(layout):
-            probed = bandindex.probes_many(unsigned, bits, band_radius)
-            by = np.repeat(unsigned.view(np.int64), probed.shape[1])
-            found.update(within(db, dataset.id, base + n, probed.ravel(), by, column, radius))
+    for band_no, values, hashes in band_probes(
+            _unsigned([c.phash for c in candidates]),
+            _unsigned([c.check for c in candidates if c.check is not None]), plan):
+        column, radius = ((Feature.phash, dataset.index_k) if band_no < CHECK_BAND_BASE
+                          else (Feature.check_hash, CHECK_RADIUS))
+        found.update(within(db, dataset.id, band_no, values, hashes, column, radius))
     return found
 
 

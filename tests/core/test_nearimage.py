@@ -10,6 +10,7 @@ import io
 import statistics
 
 import imagehash
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -239,7 +240,10 @@ def test_a_large_index_probes_fewer_wider_bands_and_finds_every_hash_within_k():
     stored, query = 0x0123_4567_89AB_CDEF, 0x0123_4567_89AB_CDEF ^ (1 | 1 << 22 | 1 << 50)
     check = 0x00FF_00FF_00FF_00FF
     rows = set(band_rows(stored, check, layouts))
-    probes = band_probes(query, check ^ 0b1001, layouts)  # two check bits, both in band 0
+    # Two check bits, both in band 0.
+    probes = [(n, values.tolist()) for n, values, _ in band_probes(
+        np.array([query], dtype=np.uint64), np.array([check ^ 0b1001], dtype=np.uint64),
+        layouts)]
     assert [n for n, _ in probes] == [0, 1, 2, CHECK_BAND_BASE, CHECK_BAND_BASE + 1,
                                       CHECK_BAND_BASE + 2]
     assert [len(values) for _, values in probes] == [23, 22, 1, 23, 22, 1]
