@@ -1,7 +1,8 @@
 """Celery overhead: the distributed pipeline (Redis broker, PostgreSQL, 2 worker processes)
 against a ``multiprocessing.Pool(2)`` calling the same core functions on the same files.
 
-autods is timed from ``autods.submit(...)`` until the job row says ``succeeded``; the worker
+autods is timed from ``autods.submit(...)`` until the job's end as its row records it
+(``finished_at``, written with ``succeeded``); the worker
 is started and ready before, as a deployment's workers are. The pool is started before its
 timing too. Each round uses a new dataset and an emptied object store, so every round does
 the whole work (nothing is an exact duplicate of an earlier round).
@@ -154,36 +155,41 @@ def distributed_worker(ctx: Context, tag: str, concurrency: int = WORKER_PROCESS
             worker.stop()
 
 
-def job_state(engine, job_id: int) -> tuple[str, str | None]:
+def job_state(engine, job_id: int) -> tuple[str, str | None, float | None]:
+    """The job's status, error and when it finished (seconds since the epoch)."""
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        status, error = conn.execute(text("SELECT status, error FROM jobs WHERE id = :id"),
-                                     {"id": job_id}).one()
-    return status, error
+        status, error, finished = conn.execute(
+            text("SELECT status, error, finished_at FROM jobs WHERE id = :id"),
+            {"id": job_id}).one()
+    return status, error, finished.timestamp() if finished is not None else None
 
 
 def submit_and_wait(settings, sources: list[str], dataset: str, output_url: str, worker,
                     timeout: float, **options) -> tuple[float, int]:
-    """Seconds from ``autods.submit`` to the job row saying ``succeeded``; and the job id."""
+    """Seconds from ``autods.submit`` to the job's end as its row records it (the last
+    write of its last task, on this machine's clock); and the job id. The row is read
+    every 50 ms: read every 10 ms, the waiting took 5 % of the two cores the job runs
+    on, which the pool it is compared with does not pay."""
     import autods
     from autods.db.session import engine_for
 
     engine = engine_for(settings.database.url)
-    start = time.perf_counter()
+    start = time.time()
     job = autods.submit(sources, dataset, settings=settings, output_url=output_url,
                         embed=False, **options)
     while True:
-        status, error = job_state(engine, job.id)
+        status, error, finished = job_state(engine, job.id)
         if status == "succeeded":
-            return time.perf_counter() - start, job.id
+            return finished - start, job.id
         if status == "failed":
             raise RuntimeError(f"job {job.id} failed: {error}")
         if not worker.alive():
             raise RuntimeError(f"worker exited; see {worker.logfile}")
-        if time.perf_counter() - start > timeout:
+        if time.time() - start > timeout:
             raise TimeoutError(f"job {job.id} not done after {timeout:.0f} s")
-        time.sleep(0.01)
+        time.sleep(0.05)
 
 
 def run(ctx: Context) -> list[Row]:

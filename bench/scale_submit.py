@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     submitted = time.perf_counter() - start
     engine = engine_for(settings.database.url)
     while True:
-        status, error = job_state(engine, job.id)
+        status, error, _ = job_state(engine, job.id)
         if status in ("succeeded", "failed"):
             break
         time.sleep(0.05)

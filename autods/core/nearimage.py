@@ -135,6 +135,19 @@ def band_rows(phash: int, check: int | None,
     return rows
 
 
+def band_values(phashes: np.ndarray, checks: np.ndarray,
+                layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]
+                ) -> Iterator[tuple[int, np.ndarray]]:
+    """(band number, values) of many images in the band index, a band at a time, as
+    stored: ``band_rows`` over unsigned 64-bit arrays of their pHashes and check hashes
+    (the pHash's bands, then the check hash's from ``CHECK_BAND_BASE``)."""
+    for base, hashes, layout in ((0, phashes, layouts[0]), (CHECK_BAND_BASE, checks,
+                                                            layouts[1])):
+        if len(hashes):
+            for n, (bits, _) in enumerate(layout):
+                yield base + n, bandindex.gather_many(hashes, bits).view(np.int64)
+
+
 def band_probes(phashes: np.ndarray, checks: np.ndarray,
                 layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]
                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:

@@ -37,14 +37,6 @@ def one_of(session: Session, column, values: Iterable[Any]) -> ColumnElement[boo
     return column.in_(json_values(values))
 
 
-def listed(session: Session, ids: Sequence[int]) -> Select:
-    """``ids`` as a subquery the database reads once: an array's elements on PostgreSQL,
-    a JSON array's elsewhere."""
-    if session.get_bind().dialect.name == "postgresql":
-        return select(func.unnest(int_array(ids)))
-    return json_values(ids)
-
-
 def json_values(values: Sequence[Any]) -> Select:
     """The values of a JSON array parameter, one row each (SQLite's ``json_each``)."""
     return select(literal_column("value")).select_from(

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, bindparam, select, update
+from sqlalchemy import JSON, Column, MetaData, Table, bindparam, func, literal, select, update
 from sqlalchemy.orm import Session
+
+from autods.db.inlist import int_array
 
 #: Below this many rows the temporary table costs more than it saves.
 COPY_MIN_ROWS = 64
@@ -55,6 +57,30 @@ def insert_ignore(session: Session, model: type, rows: Sequence[dict[str, Any]],
         stmt = insert(table).on_conflict_do_nothing(index_elements=list(conflict))
         for start in range(0, len(group), 2000):
             session.execute(stmt, group[start : start + 2000])
+
+
+def insert_int_columns(session: Session, table: Table,
+                       columns: dict[str, int | Sequence[int]]) -> None:
+    """Insert rows given as columns of integers (sequences of one length, or one value
+    for every row), keeping whatever row is already there on the primary key. The rows
+    never pass through Python one by one: on PostgreSQL the sequences go as arrays the
+    statement unnests together; on SQLite as one ``executemany`` of the driver (band
+    index rows as a dict each cost more than the insert)."""
+    names = list(columns)
+    arrays = [c for c in names if not isinstance(columns[c], int)]
+    if session.get_bind().dialect.name == "postgresql":
+        rows = func.unnest(*(int_array(columns[c]) for c in arrays)
+                           ).table_valued(*arrays).render_derived()
+        values = [rows.c[c] if c in arrays else literal(columns[c]) for c in names]
+        session.execute(dialect_insert(session)(table).from_select(names, select(*values))
+                        .on_conflict_do_nothing())
+        return
+    marks = ", ".join("?" * len(names))
+    session.connection().exec_driver_sql(
+        f"INSERT OR IGNORE INTO {table.name} ({', '.join(names)}) VALUES ({marks})",
+        # Not strict: a value for every row repeats without end beside the sequences.
+        list(zip(*(columns[c] if c in arrays else itertools.repeat(columns[c])
+                   for c in names), strict=False)))
 
 
 def update_rows(session: Session, model: type, rows: Sequence[dict[str, Any]]) -> None:

@@ -185,8 +185,9 @@ def _write(rt: Runtime, db, job_id: int, batch_no: int,
                     names) if options.split else {}
     shards = _plan_shards(db, job_id, options.shard_size, dataset, batch_no, by_item, kept)
     _record_verdicts(db, decision.verdicts, {r.id: r.asset_id for r in rows}, shards, splits)
-    if nearindex.add_published(db, dataset, [by_item[i].asset_id for i in kept
-                                             if by_item[i].phash is not None]):
+    if nearindex.add_published(db, dataset, [
+            (r.asset_id, r.phash, r.check_hash) for r in map(by_item.get, kept)
+            if r.phash is not None]):
         analyze(db)
     return (_counts(db, job_id, _chunks(job_id, batch_no), decision.verdicts)
             if metrics.enabled() else None)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from autods.core.records import ItemStatus
 from autods.db.models import Asset, Dataset, Feature, Item, Job, PhashBand
 from autods.db.session import engine_for, session_scope
-from autods.db.upsert import COPY_MIN_ROWS, insert_ignore, update_rows
+from autods.db.upsert import COPY_MIN_ROWS, insert_ignore, insert_int_columns, update_rows
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,14 @@ def _write_and_read(url: str) -> dict:
                   "asset_id": ids[f"{i:064x}"]} for i in range(N) for b in range(2)]
         insert_ignore(db, PhashBand, bands + bands[:9],
                       conflict=("dataset_id", "band_no", "value", "asset_id"))
+        # Columns of integers: a third band of every asset (the 64-bit extremes among its
+        # values), and three rows already there, kept once.
+        third = [-(2**63) + i if i % 2 else 2**63 - 1 - i for i in range(N)]
+        asset_ids = [ids[f"{i:064x}"] for i in range(N)]
+        insert_int_columns(db, PhashBand.__table__, {
+            "dataset_id": dataset.id, "band_no": [2] * N + [b["band_no"] for b in bands[:3]],
+            "value": third + [b["value"] for b in bands[:3]],
+            "asset_id": asset_ids + [b["asset_id"] for b in bands[:3]]})
         update_rows(db, Feature, [{"asset_id": ids[f"{i:064x}"], "width": i} for i in range(N)])
     with session_scope(engine) as db:
         rows = db.execute(
@@ -67,9 +75,12 @@ def _write_and_read(url: str) -> dict:
             .outerjoin(Asset, Asset.id == Item.asset_id)
             .outerjoin(Feature, Feature.asset_id == Asset.id)
             .where(Item.job_id == job.id).order_by(Item.ordinal)).all()
-        n_bands = len(db.scalars(select(PhashBand.value)
-                                 .where(PhashBand.dataset_id == dataset.id)).all())
-    return {"items": [tuple(_naive_utc(v) for v in r) for r in rows], "bands": n_bands}
+        bands = db.execute(select(PhashBand.band_no, PhashBand.value, PhashBand.asset_id)
+                           .where(PhashBand.dataset_id == dataset.id)).all()
+    return {"items": [tuple(_naive_utc(v) for v in r) for r in rows], "bands": len(bands),
+            "third": sorted((a - asset_ids[0], v) for b, v, a in bands if b == 2),
+            "expected_third": sorted((a - asset_ids[0], v) for a, v in zip(asset_ids, third,
+                                                                          strict=True))}
 
 
 def _naive_utc(value):
@@ -85,7 +96,8 @@ def test_bulk_writes_on_postgresql_match_sqlite(pg_url, tmp_path):
     sqlite_url = f"sqlite:///{tmp_path / 'bulk.sqlite'}"
     upgrade(sqlite_url)
     on_pg, on_sqlite = _write_and_read(pg_url), _write_and_read(sqlite_url)
-    assert on_pg["bands"] == on_sqlite["bands"] == 2 * N
+    assert on_pg["bands"] == on_sqlite["bands"] == 3 * N
+    assert on_pg["third"] == on_sqlite["third"] == on_pg["expected_third"]
     assert on_pg["items"] == on_sqlite["items"]
     first, fourth = on_pg["items"][1], on_pg["items"][4]
     assert first[1:5] == ("ingested", None, None, "caption 1\twith a tab")
