@@ -56,7 +56,7 @@ from autods.db.models import (
     utcnow,
 )
 from autods.db.session import session_scope
-from autods.db.stats import analyze
+from autods.db.stats import refresh
 from autods.db.upsert import update_rows
 from autods.pipeline import nearindex
 from autods.pipeline.embed import load_vectors
@@ -188,7 +188,7 @@ def _write(rt: Runtime, db, job_id: int, batch_no: int,
     if nearindex.add_published(db, dataset, [
             (r.asset_id, r.phash, r.check_hash) for r in map(by_item.get, kept)
             if r.phash is not None]):
-        analyze(db)
+        refresh(db, dataset.banded)
     return (_counts(db, job_id, _chunks(job_id, batch_no), decision.verdicts)
             if metrics.enabled() else None)
 

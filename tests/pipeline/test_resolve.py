@@ -131,6 +131,25 @@ def test_a_later_batch_drops_near_copies_of_what_an_earlier_one_published(runtim
     assert progress.stages == full.stages
 
 
+def test_statistics_are_refreshed_each_time_published_images_double(
+        runtime, tmp_path, monkeypatch):
+    """Each of three batches of 4 images doubles a band index planned from 2 images
+    (4, 8, 16): each asks for fresh statistics, saying how many images it has published
+    (``db.stats.refresh`` decides; its rule is tested on PostgreSQL)."""
+    from autods.core import bandindex
+    from autods.pipeline import resolve
+
+    monkeypatch.setattr(bandindex, "MIN_PLAN_SIZE", 2)
+    refreshed: list[tuple[int, int]] = []
+    monkeypatch.setattr(resolve, "refresh",
+                        lambda db, published: refreshed.append((batch_no, published)))
+    job = _job_of_three_batches(runtime, tmp_path)
+    for batch_no in range(3):
+        take_turn(runtime, job, batch_no)
+        resolve_batch(runtime, job, batch_no)
+    assert refreshed == [(0, 4), (1, 8), (2, 12)]
+
+
 def test_a_batch_step_decides_without_holding_the_write_lock(runtime, tmp_path, monkeypatch):
     """SQLite has one writer: while a batch step reads and decides, the chunks of the next
     batch must still be able to write (here: a write that may not wait at all)."""
