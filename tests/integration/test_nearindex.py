@@ -105,6 +105,8 @@ class _Dataset:
         return dataset, rows
 
     def expected_rows(self, dataset: Dataset, published: list[int]) -> set:
+        if not nearindex.indexed(dataset):
+            return set()
         plan = nearindex.layouts(dataset)
         return {(n, v, a) for a in published
                 for n, v in band_rows(*self.hashes[a], plan)}
@@ -117,10 +119,11 @@ def test_published_images_are_indexed_and_laid_out_again_as_the_dataset_doubles(
     # while the test's dataset doubles from 2 to 64 images.
     monkeypatch.setattr(bandindex, "MIN_PLAN_SIZE", 2)
     monkeypatch.setattr(bandindex, "DB_COMPARE_COST", 3e3)
+    monkeypatch.setattr(nearindex, "INDEX_FROM", 8)  # no rows while planned for 2 and 4
     ds = _Dataset(engine, band_size=2)
     stored_only = ds.store(3)  # stored but never published: never in the index
     published: list[int] = []
-    layouts_seen = set()
+    layouts_seen, row_counts = set(), []
     for batch in range(6):
         assets = ds.store(2 ** batch, near=published[-2:])
         ds.publish(assets)
@@ -131,7 +134,10 @@ def test_published_images_are_indexed_and_laid_out_again_as_the_dataset_doubles(
         assert rows == ds.expected_rows(dataset, published)
         assert not {a for *_, a in rows} & set(stored_only)
         layouts_seen.add(nearindex.layouts(dataset))
+        row_counts.append(len(rows))
     assert len(layouts_seen) >= 3  # laid out again at least twice
+    # Indexed from a plan for 8 images on, the images published before included.
+    assert row_counts[:2] == [0, 0] and min(row_counts[2:]) >= 7 * 2
     # Published 1, 3, 7, ... 63 against plans for 2, 4, ... 64: doubled every time but the first.
     assert ds.doubled == [False] + [True] * 5
 
@@ -160,8 +166,12 @@ def test_published_images_are_indexed_and_laid_out_again_as_the_dataset_doubles(
     assert len(within) >= len(published[::5]) and found == within
 
 
+@pytest.mark.parametrize("index_from", [0, nearindex.INDEX_FROM])
 def test_a_dataset_indexed_before_layouts_counts_its_images_once_and_is_laid_out_again(
-        engine):
+        engine, monkeypatch, index_from):
+    """Laid out again in its planned layout, or left without rows while that plan is
+    for fewer than ``INDEX_FROM`` images."""
+    monkeypatch.setattr(nearindex, "INDEX_FROM", index_from)
     ds = _Dataset(engine, band_size=None)
     first = ds.store(5)
     with session_scope(engine) as db:  # what older code wrote: exact bands of every image
@@ -180,4 +190,5 @@ def test_a_dataset_indexed_before_layouts_counts_its_images_once_and_is_laid_out
     assert (dataset.band_size, dataset.banded) == (bandindex.MIN_PLAN_SIZE, 7)
     assert nearindex.layouts(dataset) != legacy
     assert rows == ds.expected_rows(dataset, first[:3] + more)
+    assert len(rows) == (0 if index_from else 7 * 10)  # five bands of each hash
     assert ds.doubled == [True, False]
