@@ -120,6 +120,7 @@ def test_published_images_are_indexed_and_laid_out_again_as_the_dataset_doubles(
     monkeypatch.setattr(bandindex, "MIN_PLAN_SIZE", 2)
     monkeypatch.setattr(bandindex, "DB_COMPARE_COST", 3e3)
     monkeypatch.setattr(nearindex, "INDEX_FROM", 8)  # no rows while planned for 2 and 4
+    monkeypatch.setattr(nearindex, "_PER_INSERT", 3)  # batches' rows in several statements
     ds = _Dataset(engine, band_size=2)
     stored_only = ds.store(3)  # stored but never published: never in the index
     published: list[int] = []
