@@ -62,10 +62,10 @@ def insert_ignore(session: Session, model: type, rows: Sequence[dict[str, Any]],
 def insert_int_columns(session: Session, table: Table,
                        columns: dict[str, int | Sequence[int]]) -> None:
     """Insert rows given as columns of integers (sequences of one length, or one value
-    for every row), keeping whatever row is already there on the primary key. The rows
-    never pass through Python one by one: on PostgreSQL the sequences go as arrays the
-    statement unnests together; on SQLite as one ``executemany`` of the driver (band
-    index rows as a dict each cost more than the insert)."""
+    for every row), keeping whatever row is already there on the primary key. On
+    PostgreSQL the sequences go as arrays that one statement unnests together, with no
+    object per row; on SQLite as tuples to one ``executemany`` of the driver, without the
+    dict per row of a Core insert."""
     names = list(columns)
     arrays = [c for c in names if not isinstance(columns[c], int)]
     if session.get_bind().dialect.name == "postgresql":

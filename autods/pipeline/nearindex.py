@@ -9,10 +9,11 @@ dataset planned for fewer than ``INDEX_FROM`` images has no rows: its lookups re
 published hashes, which cost them no more than the index would.
 
 Only the batch step writes it, under the dataset's row lock: the images it has just
-published, and when the layout changes the whole index (its hashes read in parts). Both
-are computed in arrays from the images' hashes, by the same gathering of bits a lookup's
-probes use, and written in one statement. Images that were stored but never published
-have no bands: a lookup only ever wants published neighbours.
+published, computed in arrays from the hashes it has read (the same gathering of bits a
+lookup's probes use) and written in one statement; and when the layout changes, the
+whole index, computed by the database from the stored hashes, a statement per band.
+Images that were stored but never published have no bands: a lookup only ever wants
+published neighbours.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import cast, func, select
+from sqlalchemy import cast, func, literal, literal_column, select
 from sqlalchemy.dialects.postgresql import BIT
 
 from autods.core import bandindex
@@ -34,7 +35,7 @@ from autods.core.nearimage import (
 )
 from autods.db.inlist import int_array, one_of
 from autods.db.models import Asset, Dataset, Feature, PhashBand
-from autods.db.upsert import insert_int_columns
+from autods.db.upsert import dialect_insert, insert_int_columns
 
 # Values per lookup statement where they go as a list (SQLite's parameters) or by id.
 _PER_QUERY = 5000
@@ -223,8 +224,7 @@ def add_published(db, dataset: Dataset, images: Sequence[tuple[int, int, int | N
     if (layouts(dataset), indexed(dataset)) != before:
         db.execute(PhashBand.__table__.delete().where(PhashBand.dataset_id == dataset.id))
         if indexed(dataset):
-            for part in _published(db, dataset):
-                _index(db, dataset, *part)
+            _rebuild(db, dataset)
     elif images and indexed(dataset):
         _index(db, dataset, *_arrays(images))
     return dataset.band_size != planned_for
@@ -235,14 +235,53 @@ def _published_images(dataset: Dataset, column):
             column.is_not(None))
 
 
+def _rebuild(db, dataset: Dataset) -> None:
+    """Band rows of all the dataset's published images, in its current layout, computed
+    by the database from their features: 64-bit shifts and masks in one statement per
+    band, no row through Python. For 120k images, 4.0 s on PostgreSQL and 1.5 s on SQLite
+    against 6.2 s and 1.9 s reading their hashes and writing the rows ``_index`` makes."""
+    insert = dialect_insert(db)
+    phash_bands, check_bands = layouts(dataset)
+    for column, base, plan in ((Feature.phash, 0, phash_bands),
+                               (Feature.check_hash, CHECK_BAND_BASE, check_bands)):
+        for n, (bits, _) in enumerate(plan):
+            db.execute(insert(PhashBand).from_select(
+                ["dataset_id", "band_no", "value", "asset_id"],
+                select(literal(dataset.id), literal(base + n), _gathered(column, bits),
+                       Asset.id)
+                .join(Feature, Feature.asset_id == Asset.id)
+                .where(*_published_images(dataset, column)))
+                .on_conflict_do_nothing())
+
+
+def _gathered(column, bits: tuple[int, ...]):
+    """``bandindex.gather`` in SQL: a shift and a mask for a run of adjacent bits, else
+    one term per bit. Literal shift counts and masks: PostgreSQL shifts a bigint by an
+    integer only."""
+    def lit(n: int):
+        return literal_column(str(n))
+
+    if len(bits) == 64:
+        return column
+    if bits == tuple(range(bits[0], bits[0] + len(bits))):
+        return column.op(">>")(lit(bits[0])).op("&")(lit((1 << len(bits)) - 1))
+    terms = [column.op(">>")(lit(b)).op("&")(lit(1)).op("<<")(lit(j))
+             for j, b in enumerate(bits)]
+    value = terms[0]
+    for term in terms[1:]:
+        value = value.op("|")(term)
+    return value
+
+
 def _index(db, dataset: Dataset, asset: np.ndarray, phash: np.ndarray, check: np.ndarray,
            checked: np.ndarray) -> None:
-    """Band rows of published images in the dataset's current layout, computed here from
-    their hashes (``nearimage.band_values``, the values lookups probe) and written in one
-    statement per ``_PER_INSERT`` images (a batch's, at most ~100,000 rows, sent as three
-    lists of ints). The database computing them from the stored features (shifts and
-    masks, a statement per band) took 0.18 s of a 2,000-image batch step, as long as the
-    rest of the step."""
+    """Band rows of the images a batch step publishes, in the dataset's current layout,
+    computed here from the hashes the step has read (``nearimage.band_values``, the
+    values lookups probe) and written in one statement per ``_PER_INSERT`` images (at
+    most ~100,000 rows, sent as three lists of ints). ``_rebuild``'s statements,
+    selecting the batch's images by id, took 0.18 s of a 2,000-image batch step, as long
+    as the rest of the step; for 10,000 images at 40k, 0.65 s against 0.39 s here on
+    PostgreSQL, 0.31 s against 0.12 s on SQLite."""
     for start in range(0, len(asset), _PER_INSERT):
         part = slice(start, start + _PER_INSERT)
         has_check = checked[part]
