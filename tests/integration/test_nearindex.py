@@ -18,7 +18,7 @@ from autods.core import bandindex
 from autods.core.dedup import Candidate
 from autods.core.hashing import hamming
 from autods.core.nearimage import CHECK_RADIUS, band_rows
-from autods.db.models import Asset, Dataset, Feature, Item, Job, PhashBand
+from autods.db.models import Asset, Chunk, Dataset, Feature, Item, Job, PhashBand, Shard
 from autods.db.session import engine_for, session_scope, upgrade
 from autods.pipeline import nearindex
 from tests.integration.conftest import new_dataset
@@ -83,10 +83,18 @@ class _Dataset:
         return ids
 
     def publish(self, assets: list[int]) -> None:
+        """As a batch step: the batch's chunk, its items and a shard, then the index."""
         with session_scope(self.engine) as db:
+            batch = len(self.doubled)
+            db.add(Chunk(job_id=self.job, chunk_no=batch, batch_no=batch,
+                         first_ordinal=min(assets), n_items=len(assets)))
+            db.add(Shard(dataset_id=self.id, job_id=self.job, batch_no=batch,
+                         name=f"shard-{batch:06d}", modality="image", ext="png",
+                         created_at=NOW))
             for asset_id in assets:
-                item = Item(job_id=self.job, ordinal=asset_id, chunk_no=0, modality="image",
-                            uri=f"file:///{asset_id}", status="published", asset_id=asset_id)
+                item = Item(job_id=self.job, ordinal=asset_id, chunk_no=batch,
+                            modality="image", uri=f"file:///{asset_id}", status="published",
+                            asset_id=asset_id, shard_name=f"shard-{batch:06d}")
                 db.add(item)
                 db.flush()
                 db.execute(update(Asset).where(Asset.id == asset_id)
@@ -193,3 +201,42 @@ def test_a_dataset_indexed_before_layouts_counts_its_images_once_and_is_laid_out
     assert rows == ds.expected_rows(dataset, first[:3] + more)
     assert len(rows) == (0 if index_from else 7 * 10)  # five bands of each hash
     assert ds.doubled == [True, False]
+
+
+def test_a_process_reads_the_published_hashes_once_then_only_those_published_since(
+        engine, monkeypatch):
+    """Lookups that read the published hashes, one after each batch step: each finds
+    every published image within reach of its queries, and reads only the images of
+    the batches published since the one before (by their shards)."""
+    monkeypatch.setattr(nearindex, "SCAN_ROW_COST", 0)
+    monkeypatch.setattr(nearindex, "WARM_ROW_COST", 0)
+    monkeypatch.setattr(nearindex, "_read", type(nearindex._read)())
+    reads: list[tuple[int | None, int]] = []
+    published_by = nearindex._published
+
+    def spy(db, dataset, since=None):
+        for part in published_by(db, dataset, since):
+            reads.append((since, len(part[0])))
+            yield part
+
+    monkeypatch.setattr(nearindex, "_published", spy)
+    ds = _Dataset(engine)
+    published: list[int] = []
+    for batch, n in enumerate((5, 7, 3)):
+        assets = ds.store(n, near=published[-2:])
+        ds.publish(assets)
+        published += assets
+        queries = [ds.hashes[a] for a in published]
+        queries = [(p ^ (1 << 5 | 1 << 40), c ^ 0b101) for p, c in queries]
+        candidates = [Candidate(i, i, -i, p, c, bytes(256))
+                      for i, (p, c) in enumerate(queries)]
+        with session_scope(engine) as db:
+            dataset = db.get(Dataset, ds.id)
+            found = {(phash, check) for _, phash, check, _ in
+                     nearindex.neighbours(db, dataset, candidates)}
+        assert found == {ds.hashes[a] for a in published}, batch
+    with session_scope(engine) as db:
+        shards = db.scalars(select(Shard.id).where(Shard.dataset_id == ds.id)
+                            .order_by(Shard.id)).all()
+    # All 5 at first, then the 7 of the second batch's shard, then the 3 of the third.
+    assert reads == [(None, 5), (shards[0], 7), (shards[1], 3)]
