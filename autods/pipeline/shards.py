@@ -12,7 +12,7 @@ from autods.core.packs import StoredRef, iter_bytes
 from autods.core.records import ShardInfo
 from autods.core.sample import SampleRecord, build_sample
 from autods.core.shard import write_shard
-from autods.db.models import Asset, Dataset, Feature, Item, Job, Label, Shard
+from autods.db.models import Asset, Chunk, Dataset, Feature, Item, Job, Label, Shard
 from autods.db.session import session_scope
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
@@ -39,7 +39,7 @@ def write_planned_shard(rt: Runtime, shard_id: int) -> str:
             return shard.name
         job = db.get(Job, shard.job_id)
         dataset = db.get(Dataset, job.dataset_id)
-        records = _records(db, job.id, shard.name)
+        records = _records(db, job.id, shard.batch_no, shard.name)
         db.commit()
         info = _write(rt, job, dataset, shard, records)
         db.execute(update(Shard).where(Shard.id == shard_id).values(
@@ -50,13 +50,15 @@ def write_planned_shard(rt: Runtime, shard_id: int) -> str:
         return shard.name
 
 
-def _records(db, job_id: int, shard_name: str) -> list[tuple[SampleRecord, StoredRef,
-                                                                str | None, int | None]]:
+def _records(db, job_id: int, batch_no: int, shard_name: str
+             ) -> list[tuple[SampleRecord, StoredRef, str | None, int | None]]:
     """Each sample of the shard, in input order, with where its bytes and its embedding
     are.
 
     Plain rows, not ORM entities: building four entities per sample cost more than
-    writing the sample.
+    writing the sample. The shard's items are looked for among its batch's chunks (the
+    job's chunk index): by the job alone, each shard of a 1M-item job read the job's
+    million items, 0.26 s a shard against 0.11 s in a job of 100k.
     """
     rows = db.execute(
         select(Item.uri, Item.ordinal, Item.caption, Item.source, Item.license, Item.meta,
@@ -71,7 +73,10 @@ def _records(db, job_id: int, shard_name: str) -> list[tuple[SampleRecord, Store
         .join(Asset, Asset.id == Item.asset_id)
         .outerjoin(Feature, Feature.asset_id == Asset.id)
         .outerjoin(Label, Label.item_id == Item.id)
-        .where(Item.job_id == job_id, Item.shard_name == shard_name)
+        .where(Item.job_id == job_id,
+               Item.chunk_no.in_(select(Chunk.chunk_no).where(Chunk.job_id == job_id,
+                                                              Chunk.batch_no == batch_no)),
+               Item.shard_name == shard_name)
         .order_by(Item.ordinal)
     ).all()
     out = []
