@@ -37,6 +37,12 @@ def in_chunk(model, work: ChunkWork):
     return and_(model.job_id == work.job_id, model.chunk_no == work.chunk_no)
 
 
+def batch_chunks(job_id: int, batch_no: int):
+    """The numbers of a batch's chunks, as a subquery: a batch's items are found by them
+    through the job's chunk index (``ix_items_job_chunk``)."""
+    return select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
+
+
 def run_stage(rt: Runtime, name: str, job_id: int, chunk_no: int) -> dict[str, int]:
     """Run stage ``name`` over one chunk unless it is done; record that it is."""
     with session_scope(rt.engine) as db:

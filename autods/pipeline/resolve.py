@@ -44,7 +44,6 @@ from autods.db.inlist import one_of
 from autods.db.models import (
     Asset,
     Batch,
-    Chunk,
     Dataset,
     Feature,
     Item,
@@ -59,6 +58,7 @@ from autods.db.session import session_scope
 from autods.db.stats import refresh
 from autods.db.upsert import update_rows
 from autods.pipeline import nearindex
+from autods.pipeline.chunks import batch_chunks
 from autods.pipeline.embed import load_vectors
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
@@ -148,7 +148,7 @@ def _decide(rt: Runtime, db, job_id: int, batch_no: int) -> _Decision:
                Feature.minhash, Feature.embedding_key, Feature.embedding_row)
         .join(Asset, Asset.id == Item.asset_id)
         .outerjoin(Feature, Feature.asset_id == Item.asset_id)
-        .where(Item.job_id == job_id, Item.chunk_no.in_(_chunks(job_id, batch_no)),
+        .where(Item.job_id == job_id, Item.chunk_no.in_(batch_chunks(job_id, batch_no)),
                Item.status == ItemStatus.INGESTED)
         .order_by(Item.ordinal)
     ).all()
@@ -162,10 +162,6 @@ def _decide(rt: Runtime, db, job_id: int, batch_no: int) -> _Decision:
     kept = [v.item_id for v in verdicts if v.status == ItemStatus.PUBLISHED]
     labels = _fit_labels(rt, db, options.lfs, kept) if options.lfs else []
     return _Decision(shard_counter, options, rows, verdicts, kept, semantic, labels)
-
-
-def _chunks(job_id: int, batch_no: int):
-    return select(Chunk.chunk_no).where(Chunk.job_id == job_id, Chunk.batch_no == batch_no)
 
 
 def _write(rt: Runtime, db, job_id: int, batch_no: int,
@@ -189,7 +185,7 @@ def _write(rt: Runtime, db, job_id: int, batch_no: int,
             (r.asset_id, r.phash, r.check_hash) for r in map(by_item.get, kept)
             if r.phash is not None]):
         refresh(db, dataset.banded)
-    return (_counts(db, job_id, _chunks(job_id, batch_no), decision.verdicts)
+    return (_counts(db, job_id, batch_chunks(job_id, batch_no), decision.verdicts)
             if metrics.enabled() else None)
 
 

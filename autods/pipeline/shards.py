@@ -12,8 +12,9 @@ from autods.core.packs import StoredRef, iter_bytes
 from autods.core.records import ShardInfo
 from autods.core.sample import SampleRecord, build_sample
 from autods.core.shard import write_shard
-from autods.db.models import Asset, Chunk, Dataset, Feature, Item, Job, Label, Shard
+from autods.db.models import Asset, Dataset, Feature, Item, Job, Label, Shard
 from autods.db.session import session_scope
+from autods.pipeline.chunks import batch_chunks
 from autods.pipeline.options import JobOptions
 from autods.pipeline.runtime import Runtime
 from autods.version import PIPELINE_VERSION
@@ -74,8 +75,7 @@ def _records(db, job_id: int, batch_no: int, shard_name: str
         .outerjoin(Feature, Feature.asset_id == Asset.id)
         .outerjoin(Label, Label.item_id == Item.id)
         .where(Item.job_id == job_id,
-               Item.chunk_no.in_(select(Chunk.chunk_no).where(Chunk.job_id == job_id,
-                                                              Chunk.batch_no == batch_no)),
+               Item.chunk_no.in_(batch_chunks(job_id, batch_no)),
                Item.shard_name == shard_name)
         .order_by(Item.ordinal)
     ).all()
