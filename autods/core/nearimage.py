@@ -135,33 +135,38 @@ def band_rows(phash: int, check: int | None,
     return rows
 
 
+def _bands(phashes: np.ndarray, checks: np.ndarray,
+           layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]
+           ) -> Iterator[tuple[int, np.ndarray, BitBand]]:
+    """(band number, the hashes it gathers from, the band) of the index, in its order:
+    the pHash's bands, then the check hash's from ``CHECK_BAND_BASE``; none of a kind
+    with no hashes."""
+    for base, hashes, layout in ((0, phashes, layouts[0]), (CHECK_BAND_BASE, checks,
+                                                            layouts[1])):
+        if len(hashes):
+            for n, band in enumerate(layout):
+                yield base + n, hashes, band
+
+
 def band_values(phashes: np.ndarray, checks: np.ndarray,
                 layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]
                 ) -> Iterator[tuple[int, np.ndarray]]:
     """(band number, values) of many images in the band index, a band at a time, as
-    stored: ``band_rows`` over unsigned 64-bit arrays of their pHashes and check hashes
-    (the pHash's bands, then the check hash's from ``CHECK_BAND_BASE``)."""
-    for base, hashes, layout in ((0, phashes, layouts[0]), (CHECK_BAND_BASE, checks,
-                                                            layouts[1])):
-        if len(hashes):
-            for n, (bits, _) in enumerate(layout):
-                yield base + n, bandindex.gather_many(hashes, bits).view(np.int64)
+    stored: ``band_rows`` over unsigned 64-bit arrays of their pHashes and check hashes."""
+    for band_no, hashes, (bits, _) in _bands(phashes, checks, layouts):
+        yield band_no, bandindex.gather_many(hashes, bits).view(np.int64)
 
 
 def band_probes(phashes: np.ndarray, checks: np.ndarray,
                 layouts: tuple[tuple[BitBand, ...], tuple[BitBand, ...]]
                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(band number, values, hashes) a batch of lookups probes, a band at a time: each
-    hash's values within the band's radius, as stored, beside the hash that probed each;
-    the pHash's bands, then the check hash's from ``CHECK_BAND_BASE``. Hashes go in as
-    unsigned 64-bit arrays: as Python lists, a batch's 920,000 probes took 74 MB."""
-    for base, hashes, layout in ((0, phashes, layouts[0]), (CHECK_BAND_BASE, checks,
-                                                            layouts[1])):
-        if not len(hashes):
-            continue
-        for n, (bits, radius) in enumerate(layout):
-            probed = bandindex.probes_many(hashes, bits, radius)
-            yield base + n, probed.ravel(), np.repeat(hashes.view(np.int64), probed.shape[1])
+    hash's values within the band's radius, as stored, beside the hash that probed each.
+    Hashes go in as unsigned 64-bit arrays: as Python lists, a batch's 920,000 probes
+    took 74 MB."""
+    for band_no, hashes, (bits, radius) in _bands(phashes, checks, layouts):
+        probed = bandindex.probes_many(hashes, bits, radius)
+        yield band_no, probed.ravel(), np.repeat(hashes.view(np.int64), probed.shape[1])
 
 
 def thumbnail(thumb: Any) -> bytes:
