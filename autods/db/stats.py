@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-#: The tables whose size follows the dataset's (an ANALYZE of each is a fixed statement).
-GROWING = ("assets", "features", "items", "phash_bands")
-_ANALYZE = tuple(text(f"ANALYZE {table}") for table in GROWING)
+#: The tables whose size follows the dataset's, one fixed statement each.
+GROWING = (text("ANALYZE assets"), text("ANALYZE features"), text("ANALYZE items"),
+           text("ANALYZE phash_bands"))
 
 #: The published images from which a dataset that doubles refreshes the statistics.
 #: Below, the rows a dataset has added are few enough that any plan reads them in a few
@@ -28,7 +28,7 @@ _ANALYZE = tuple(text(f"ANALYZE {table}") for table in GROWING)
 ANALYZE_FROM = 8192
 
 _NEVER_ANALYZED = text("SELECT count(*) FROM pg_class WHERE reltuples < 0 AND relname IN"
-                       f" ({', '.join(repr(table) for table in GROWING)})")
+                       " ('assets', 'features', 'items', 'phash_bands')")
 
 
 def refresh(db, published: int) -> None:
@@ -44,5 +44,5 @@ def analyze(db) -> None:
     """Refresh the planner's statistics of the ``GROWING`` tables (PostgreSQL; SQLite
     plans without)."""
     if db.get_bind().dialect.name == "postgresql":
-        for statement in _ANALYZE:
+        for statement in GROWING:
             db.execute(statement)
