@@ -75,12 +75,15 @@ def insert_int_columns(session: Session, table: Table,
         session.execute(dialect_insert(session)(table).from_select(names, select(*values))
                         .on_conflict_do_nothing())
         return
-    marks = ", ".join("?" * len(names))
+    # The statement compiled by SQLAlchemy, its parameters in its own order, as tuples.
+    compiled = (dialect_insert(session)(table).values({c: bindparam(c) for c in names})
+                .on_conflict_do_nothing().compile(dialect=session.get_bind().dialect))
+    order = list(compiled.positiontup)
     session.connection().exec_driver_sql(
-        f"INSERT OR IGNORE INTO {table.name} ({', '.join(names)}) VALUES ({marks})",
+        compiled.string,
         # Not strict: a value for every row repeats without end beside the sequences.
         list(zip(*(columns[c] if c in arrays else itertools.repeat(columns[c])
-                   for c in names), strict=False)))
+                   for c in order), strict=False)))
 
 
 def update_rows(session: Session, model: type, rows: Sequence[dict[str, Any]]) -> None:
