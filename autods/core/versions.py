@@ -20,11 +20,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import posixpath
 import re
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -342,10 +345,7 @@ def write_version(store: ObjectStore, dataset: str, shards: list[ShardInfo],
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     store.put(summary_key(number), sink.getvalue().to_pybytes())
-    keys = _next_keys(store, parent, shards, added, fresh)
-    buffer = io.BytesIO()
-    pq.write_table(keys, buffer, row_group_size=KEY_ROW_GROUP, write_statistics=["key"])
-    store.put(keys_key(number), buffer.getvalue())
+    _put_keys(store, keys_key(number), _next_keys(store, parent, shards, added, fresh))
     doc = {
         "autods_version_kind": VERSION_KIND, "version": number,
         "parent": parent.number if parent is not None else None,
@@ -407,8 +407,26 @@ def _next_keys(store: ObjectStore, parent: Version | None, shards: list[ShardInf
                                                     pa.array(kept, pa.string()))))
         else:
             tables.append(_key_rows(store, [parent.shard(n) for n in kept]))
-    table = pa.concat_tables(tables)
-    return table.sort_by("key")
+    return pa.concat_tables(tables)
+
+
+def _put_keys(store: ObjectStore, key: str, keys: pa.Table) -> None:
+    """The keys sidecar: ``keys`` in key order, a row group at a time from the sort's
+    indices, through a local file handed to the store. With the table sorted whole and the
+    file's bytes in memory, a million-sample version held its keys three times over and
+    the file twice: the largest memory any task of a job needed, growing with the dataset.
+    """
+    order = pc.sort_indices(keys["key"])
+    fd, tmp_name = tempfile.mkstemp(prefix="autods-keys-", suffix=".parquet")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with pq.ParquetWriter(tmp, keys.schema, write_statistics=["key"]) as writer:
+            for start in range(0, len(order), KEY_ROW_GROUP):
+                writer.write_table(keys.take(order[start:start + KEY_ROW_GROUP]))
+        store.put_file(key, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def referenced_keys(version: Version) -> set[str]:

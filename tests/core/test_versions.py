@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import tarfile
+import tempfile
 
 import duckdb
 import pyarrow as pa
@@ -129,6 +130,35 @@ def test_the_key_index_is_sorted_in_small_row_groups(ds):
     pf = pq.ParquetFile(ds.store.local_path(keys_key(1)))
     keys = pf.read().column("key").to_pylist()
     assert keys == sorted(keys) and len(keys) == 240
+
+
+def test_the_key_index_is_written_in_key_order_a_row_group_at_a_time(tmp_path, monkeypatch):
+    """Row groups in key order that do not overlap (what lets a lookup read one), for a
+    version's new shards and the parent's kept ones alike; every key found."""
+    import pyarrow.parquet as pq
+
+    from autods.core import versions
+
+    monkeypatch.setattr(versions, "KEY_ROW_GROUP", 32)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    store = LocalStore(tmp_path / "ds")
+    write_dataset(store, n_shards=3, per_shard=40, seed=3)
+    write_dataset(store, n_shards=2, per_shard=30, seed=4, start_shard=3, job=2)
+    pf = pq.ParquetFile(store.local_path(keys_key(2)))
+    bounds = [(pf.metadata.row_group(i).column(0).statistics.min,
+               pf.metadata.row_group(i).column(0).statistics.max)
+              for i in range(pf.metadata.num_row_groups)]
+    assert len(bounds) == 6  # 180 keys, 32 a group
+    assert all(lo <= hi < next_lo for (lo, hi), (next_lo, _) in
+               zip(bounds, bounds[1:], strict=False))
+    table = pf.read()
+    assert table.num_rows == 180 and table["key"].to_pylist() == sorted(table["key"].to_pylist())
+    ds = Dataset(store)
+    for row in table.to_pylist()[::17]:
+        assert hashlib.sha256(ds.get(row["key"])["txt"]).hexdigest().startswith(row["key"])
+    assert not list(scratch.iterdir())  # the local file went to the store
 
 
 def test_a_pinned_version_reads_the_same_after_a_later_version_and_gc(ds):
