@@ -134,12 +134,14 @@ def test_the_key_index_is_sorted_in_small_row_groups(ds):
 
 def test_the_key_index_is_written_in_key_order_a_row_group_at_a_time(tmp_path, monkeypatch):
     """Row groups in key order that do not overlap (what lets a lookup read one), for a
-    version's new shards and the parent's kept ones alike; every key found."""
+    version's new shards (sorted in runs, spilled, merged) and the parent's kept ones
+    alike: the rows of every shard's manifest, each found."""
     import pyarrow.parquet as pq
 
     from autods.core import versions
 
     monkeypatch.setattr(versions, "KEY_ROW_GROUP", 32)
+    monkeypatch.setattr(versions, "KEY_RUN", 50)  # runs of two shards, then one
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -154,8 +156,15 @@ def test_the_key_index_is_written_in_key_order_a_row_group_at_a_time(tmp_path, m
     assert all(lo <= hi < next_lo for (lo, hi), (next_lo, _) in
                zip(bounds, bounds[1:], strict=False))
     table = pf.read()
-    assert table.num_rows == 180 and table["key"].to_pylist() == sorted(table["key"].to_pylist())
+    assert table["key"].to_pylist() == sorted(table["key"].to_pylist())
     ds = Dataset(store)
+    expected = sorted((key, s.name, offset) for s in ds.version(2).shards
+                      for key, offset in zip(*pq.read_table(
+                          store.local_path(s.manifest_parquet_key),
+                          columns=["__key__", "__offset__"]).to_pydict().values(), strict=True))
+    assert sorted(zip(table["key"].to_pylist(), table["shard"].to_pylist(),
+                      table["offset"].to_pylist(), strict=True)) == expected
+    assert len(expected) == 180
     for row in table.to_pylist()[::17]:
         assert hashlib.sha256(ds.get(row["key"])["txt"]).hexdigest().startswith(row["key"])
     assert not list(scratch.iterdir())  # the local file went to the store
