@@ -1,9 +1,11 @@
 """Dialect-aware bulk writes: ``INSERT ... ON CONFLICT DO NOTHING`` (the primitive of
 idempotent tasks) and updates of many rows by primary key.
 
-On PostgreSQL a large batch goes through ``COPY`` into a temporary table and one set-based
-statement: an ``executemany`` sends one statement per row (psycopg pipelines them, but
-binds each row in Python), which cost more per image than hashing it.
+On PostgreSQL the rows go as one typed array per column, unnested together by one
+set-based statement: an ``executemany`` sends one statement per row (psycopg pipelines
+them, but binds each row in Python), which cost more per image than hashing it; ``COPY``
+into a temporary table did as well as arrays for the rows but paid for the table (created
+in the catalog, dropped at commit) three times a chunk.
 """
 
 from __future__ import annotations
@@ -15,15 +17,11 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, bindparam, func, literal, select, update
+from sqlalchemy import JSON, Table, Text, bindparam, cast, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from autods.db.inlist import int_array
-
-#: Below this many rows the temporary table costs more than it saves.
-COPY_MIN_ROWS = 64
-
-_temp_names = itertools.count()
 
 
 def dialect_insert(session: Session):
@@ -47,9 +45,8 @@ def insert_ignore(session: Session, model: type, rows: Sequence[dict[str, Any]],
     insert = dialect_insert(session)
     table = model.__table__
     for columns, group in _by_columns(rows):
-        if dialect == "postgresql" and len(group) >= COPY_MIN_ROWS:
-            staged = _stage(session, table, columns, group)
-            session.execute(insert(table).from_select(columns, select(*staged.c))
+        if dialect == "postgresql":
+            session.execute(insert(table).from_select(columns, _unnested(table, columns, group))
                             .on_conflict_do_nothing(index_elements=list(conflict)))
             continue
         # On the table, not the mapped class: Core executemany skips the ORM's bulk-insert
@@ -92,7 +89,7 @@ def update_rows(session: Session, model: type, rows: Sequence[dict[str, Any]]) -
         return
     table = model.__table__
     (key,) = table.primary_key.columns
-    if session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+    if session.get_bind().dialect.name != "postgresql":
         # A Core executemany (the row's other keys are the SET clause): the ORM's bulk
         # update by primary key costs three times as much per row in Python.
         for columns, group in _by_columns(rows):
@@ -101,9 +98,9 @@ def update_rows(session: Session, model: type, rows: Sequence[dict[str, Any]]) -
                                                         if c != key.name}} for row in group])
         return
     for columns, group in _by_columns(rows):
-        staged = _stage(session, table, columns, group)
-        session.execute(update(table).where(key == staged.c[key.name])
-                        .values({c: staged.c[c] for c in columns if c != key.name}))
+        given = _unnested(table, columns, group).subquery()
+        session.execute(update(table).where(key == given.c[key.name])
+                        .values({c: given.c[c] for c in columns if c != key.name}))
 
 
 def _by_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[list[str],
@@ -116,30 +113,24 @@ def _by_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[list[str],
     return [(list(columns), group) for columns, group in groups.items()]
 
 
-def _stage(session: Session, table: Table, columns: Sequence[str],
-           rows: Sequence[dict[str, Any]]) -> Table:
-    """A temporary table of ``table``'s ``columns`` (their types, none of the constraints
-    or defaults) filled by ``COPY``; it is dropped when the transaction ends."""
-    from psycopg import sql
-
-    staged = Table(f"_autods_stage_{next(_temp_names)}", MetaData(),
-                   *(Column(c, table.c[c].type) for c in columns),
-                   prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
-    staged.create(session.connection())
+def _unnested(table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]):
+    """The rows as a ``SELECT`` of ``columns``: an array per column in the column's type,
+    unnested together (one parameter a column, whatever the number of rows). JSON
+    documents go as their text, cast back row by row."""
     as_json = [isinstance(table.c[c].type, JSON) for c in columns]
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(staged.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
-    cursor = session.connection().connection.driver_connection.cursor()
-    with cursor, cursor.copy(copy_sql) as copy:
-        for row in rows:
-            copy.write_row([_copy_value(row[c], j) for c, j in zip(columns, as_json,
-                                                                    strict=True)])
-    return staged
+    arrays = []
+    for c, j in zip(columns, as_json, strict=True):
+        kind = Text() if j else table.c[c].type
+        values = [_array_value(row[c], j) for row in rows]
+        arrays.append(cast(bindparam(None, values, type_=ARRAY(kind)), ARRAY(kind)))
+    given = func.unnest(*arrays).table_valued(*columns).render_derived()
+    return select(*(cast(given.c[c], JSON).label(c) if j else given.c[c]
+                    for c, j in zip(columns, as_json, strict=True)))
 
 
-def _copy_value(value: Any, as_json: bool) -> Any:
-    """What ``COPY`` takes for a row value: JSON documents as their text, enums as their
-    value."""
+def _array_value(value: Any, as_json: bool) -> Any:
+    """An array element for a row value: JSON documents as their text, enums as their
+    value (psycopg would send an enum's name)."""
     if value is None:
         return None
     if as_json:

@@ -1,6 +1,6 @@
-"""Bulk writes on PostgreSQL: COPY into a temporary table, then one statement, with the
-same outcome as row-by-row statements (and as SQLite's path) for every column type the
-stages write."""
+"""Bulk writes on PostgreSQL: arrays unnested by one statement, with the same outcome as
+SQLite's row-by-row statements for every column type the stages write (NULLs, JSON,
+bytes, timestamps, enums, 64-bit extremes)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from sqlalchemy import select
 from autods.core.records import ItemStatus
 from autods.db.models import Asset, Dataset, Feature, Item, Job, PhashBand
 from autods.db.session import engine_for, session_scope
-from autods.db.upsert import COPY_MIN_ROWS, insert_ignore, insert_int_columns, update_rows
+from autods.db.upsert import insert_ignore, insert_int_columns, update_rows
 
 pytestmark = pytest.mark.integration
 
-N = COPY_MIN_ROWS + 6
+N = 70
 NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
 
 
