@@ -5,6 +5,7 @@ bytes, timestamps, enums, 64-bit extremes)."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 from sqlalchemy import select
@@ -67,6 +68,11 @@ def _write_and_read(url: str) -> dict:
             "value": third + [b["value"] for b in bands[:3]],
             "asset_id": asset_ids + [b["asset_id"] for b in bands[:3]]})
         update_rows(db, Feature, [{"asset_id": ids[f"{i:064x}"], "width": i} for i in range(N)])
+        # Floats JSON has no words for (SQLite keeps no NaN: only PostgreSQL is asked).
+        scores = [0.1, float("inf"), float("-inf"), None] + (
+            [float("nan")] if url.startswith("postgresql") else [])
+        update_rows(db, Item, [{"id": item_ids[i], "dedup_score": v}
+                               for i, v in enumerate(scores)])
     with session_scope(engine) as db:
         rows = db.execute(
             select(Item.ordinal, Item.status, Item.reason, Item.detail, Item.caption,
@@ -77,7 +83,10 @@ def _write_and_read(url: str) -> dict:
             .where(Item.job_id == job.id).order_by(Item.ordinal)).all()
         bands = db.execute(select(PhashBand.band_no, PhashBand.value, PhashBand.asset_id)
                            .where(PhashBand.dataset_id == dataset.id)).all()
+        scores = db.scalars(select(Item.dedup_score).where(Item.job_id == job.id)
+                            .order_by(Item.ordinal).limit(len(scores))).all()
     return {"items": [tuple(_naive_utc(v) for v in r) for r in rows], "bands": len(bands),
+            "scores": scores,
             "third": sorted((a - asset_ids[0], v) for b, v, a in bands if b == 2),
             "expected_third": sorted((a - asset_ids[0], v) for a, v in zip(asset_ids, third,
                                                                           strict=True))}
@@ -99,6 +108,8 @@ def test_bulk_writes_on_postgresql_match_sqlite(pg_url, tmp_path):
     assert on_pg["bands"] == on_sqlite["bands"] == 3 * N
     assert on_pg["third"] == on_sqlite["third"] == on_pg["expected_third"]
     assert on_pg["items"] == on_sqlite["items"]
+    assert on_pg["scores"][:4] == on_sqlite["scores"] == [0.1, float("inf"), float("-inf"), None]
+    assert math.isnan(on_pg["scores"][4])
     first, fourth = on_pg["items"][1], on_pg["items"][4]
     assert first[1:5] == ("ingested", None, None, "caption 1\twith a tab")
     assert first[5] == {"k": [1, "é"]} and first[7] == 10 and first[9] == bytes([1, 0, 255])
