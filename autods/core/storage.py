@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
 from autods.core.records import StorageError
 
 #: S3 error codes that mean "no such object" (as opposed to an outage).
 S3_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
+#: The block a local store copies a file from another filesystem in.
+_COPY_BLOCK = 1 << 20
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
@@ -71,17 +75,7 @@ class LocalStore:
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            _publishable(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self._write(key, lambda f: f.write(data))
 
     def put_file(self, key: str, path: Path) -> None:
         target = self._path(key)
@@ -90,8 +84,24 @@ class LocalStore:
             _publishable(path)
             os.replace(path, target)
         except OSError:  # another filesystem: copy next to the target, then rename
-            self.put(key, Path(path).read_bytes())
+            with open(path, "rb") as src:  # in blocks: a shard may not fit in memory
+                self._write(key, lambda f: shutil.copyfileobj(src, f, _COPY_BLOCK))
             Path(path).unlink(missing_ok=True)
+
+    def _write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
+        """Write an object through a temporary file beside it, renamed into place: a
+        reader sees the whole object or none."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            _publishable(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()

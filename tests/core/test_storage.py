@@ -22,6 +22,36 @@ def test_local_store_round_trip_and_listing(tmp_path):
     assert store.list("") == ["raw/ab/abc.jpg", "shards/s.tar"]
 
 
+def test_a_file_from_another_filesystem_is_copied_in_blocks_then_renamed(tmp_path,
+                                                                          monkeypatch):
+    """Where the staged file cannot be renamed into the store (another filesystem), it
+    is copied beside the target and renamed, without reading it whole into memory."""
+    import errno
+    import os
+    import pathlib
+
+    store = LocalStore(tmp_path / "store")
+    staged = tmp_path / "staged.tar"
+    payload = os.urandom(3 * (1 << 20) + 17)
+    staged.write_bytes(payload)
+    real_replace = os.replace
+
+    def cross_device(src, dst):
+        if os.fspath(src) == os.fspath(staged):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    def whole_read(self):
+        raise AssertionError(f"{self} read whole")
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    monkeypatch.setattr(pathlib.Path, "read_bytes", whole_read)
+    store.put_file("shards/big.tar", staged)
+    monkeypatch.undo()
+    assert store.get("shards/big.tar") == payload and not staged.exists()
+    assert [p.name for p in (tmp_path / "store" / "shards").iterdir()] == ["big.tar"]
+
+
 def test_s3_store_against_a_real_s3_server(s3_endpoint, tmp_path):
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket="store-test")
