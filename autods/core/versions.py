@@ -488,9 +488,7 @@ def _merged(runs: list[Iterator[pa.Table]]) -> Iterator[pa.Table]:
             head = heads[i]
             n = pc.sum(pc.less_equal(head["key"], cutoff)).as_py() or 0
             parts.append(head.slice(0, n))
-            heads[i] = head.slice(n)
-            if heads[i].num_rows == 0:
-                heads[i] = None  # refilled, or the run is over, at the next round
+            heads[i] = head.slice(n)  # an emptied head is refilled at the next round
         yield pa.concat_tables(parts).sort_by("key")
 
 

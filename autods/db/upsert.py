@@ -58,7 +58,7 @@ def insert_ignore(session: Session, model: type, rows: Sequence[dict[str, Any]],
     table = model.__table__
     for columns, group in _by_columns(rows):
         if dialect == "postgresql":
-            session.execute(insert(table).from_select(columns, _unnested(table, columns, group))
+            session.execute(insert(table).from_select(columns, _record_set(table, columns, group))
                             .on_conflict_do_nothing(index_elements=list(conflict)))
             continue
         # On the table, not the mapped class: Core executemany skips the ORM's bulk-insert
@@ -110,7 +110,7 @@ def update_rows(session: Session, model: type, rows: Sequence[dict[str, Any]]) -
                                                         if c != key.name}} for row in group])
         return
     for columns, group in _by_columns(rows):
-        given = _unnested(table, columns, group).subquery()
+        given = _record_set(table, columns, group).subquery()
         session.execute(update(table).where(key == given.c[key.name])
                         .values({c: given.c[c] for c in columns if c != key.name}))
 
@@ -125,7 +125,7 @@ def _by_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[list[str],
     return [(list(columns), group) for columns, group in groups.items()]
 
 
-def _unnested(table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]):
+def _record_set(table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]):
     """The rows as a ``SELECT`` of ``columns``: one JSON document of the rows, which
     PostgreSQL reads as a record set typed by the table's columns. One parameter whatever
     the number of rows, and encoded by ``json``'s C code: psycopg built an array
